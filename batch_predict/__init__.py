@@ -1,0 +1,1 @@
+"""batch_predict package of the GA WALS recommendation pipeline."""

@@ -1,0 +1,25 @@
+"""Package definition; also the `--setup_file` that Dataflow workers install."""
+import setuptools
+
+REQUIRED = [
+    "apache-beam[gcp]==2.77.0",
+    "tensorflow==2.21.0",
+    "tensorflow-transform==1.21.0",
+    "tfx-bsl==1.21.0",
+    "google-cloud-bigquery==3.47.0",
+    "matplotlib==3.11.2",
+]
+
+setuptools.setup(
+    name="ga-wals",
+    version="0.1.0",
+    description="WALS recommendations from Google Analytics sessions: Beam + TF Transform + TF2.",
+    python_requires=">=3.11,<3.12",
+    packages=setuptools.find_packages(include=["pipeline*", "transforms*", "trainer*", "batch_predict*"]),
+    package_data={"pipeline": ["data/*"]},
+    install_requires=REQUIRED,
+    extras_require={
+        "test": ["pytest==9.2.0", "sqlglot==30.30.0", "duckdb==2.0.0"],
+        "bench": ["implicit==0.7.3"],
+    },
+)

@@ -1,0 +1,1 @@
+"""trainer package of the GA WALS recommendation pipeline."""

@@ -1,0 +1,1 @@
+"""transforms package of the GA WALS recommendation pipeline."""
