@@ -33,3 +33,21 @@ bench: $(BENCH_STAMP)
 
 clean:
 	rm -rf output bench_out .pytest_cache
+
+# Dataflow Flex Template (docs/GCP.md): builds the image with Cloud Build and writes the template
+# spec to GCS. make template PROJECT=my-project REGION=europe-west1 BUCKET=my-bucket [TAG=v1]
+# (gcloud builds submit skips what .gitignore lists, e.g. .venv and output/.)
+REPO ?= ga-wals
+TAG ?= latest
+IMAGE ?= $(REGION)-docker.pkg.dev/$(PROJECT)/$(REPO)/ga-wals:$(TAG)
+TEMPLATE_PATH ?= gs://$(BUCKET)/templates/ga-wals.json
+
+.PHONY: template
+template: $(STAMP)
+	@test -n "$(PROJECT)" -a -n "$(REGION)" -a -n "$(BUCKET)" || \
+		{ echo "usage: make template PROJECT=... REGION=... BUCKET=... [REPO=ga-wals TAG=latest]"; exit 2; }
+	$(BIN)/python -m pipeline.flex_template --check template/metadata.json
+	gcloud builds submit --project=$(PROJECT) --region=$(REGION) --tag=$(IMAGE) .
+	gcloud dataflow flex-template build $(TEMPLATE_PATH) --project=$(PROJECT) \
+		--image=$(IMAGE) --sdk-language=PYTHON --metadata-file=template/metadata.json
+	@echo "template: $(TEMPLATE_PATH)  image: $(IMAGE)"

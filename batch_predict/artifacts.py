@@ -1,0 +1,225 @@
+"""Reading the preproc and model artifacts batch prediction needs, with consistency checks.
+
+Everything goes through tf.io.gfile so local paths and gs:// behave alike. Every mismatch between
+model, vocabularies and preproc metadata raises `ArtifactError` before any output is written.
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import logging
+import posixpath
+
+import numpy as np
+import tensorflow as tf
+
+VOCAB_USERS = "vocab_users"
+VOCAB_ITEMS = "vocab_items"
+ITEMS_FOR_USER = "items_for_user"
+USERS_FOR_ITEM = "users_for_item"
+
+
+class ArtifactError(ValueError):
+    """Model, vocabularies or preproc files are missing or do not belong together."""
+
+
+def join(*parts: str) -> str:
+    """Joins path parts with '/', which works for local paths and gs:// alike."""
+    return posixpath.join(*parts)
+
+
+def read_json(path: str) -> dict:
+    if not tf.io.gfile.exists(path):
+        raise ArtifactError(f"missing file {path}")
+    with tf.io.gfile.GFile(path, "r") as f:
+        return json.load(f)
+
+
+def read_npy(path: str) -> np.ndarray:
+    if not tf.io.gfile.exists(path):
+        raise ArtifactError(f"missing file {path}")
+    with tf.io.gfile.GFile(path, "rb") as f:
+        return np.load(io.BytesIO(f.read()), allow_pickle=False)
+
+
+def vocabulary_path(preproc_dir: str, name: str) -> str:
+    """Path of a TFT vocabulary (vocab_users / vocab_items) written by the preprocess stage."""
+    import tensorflow_transform as tft  # heavy import, only needed here
+    path = tft.TFTransformOutput(preproc_dir).vocabulary_file_by_name(name)
+    if path is None:
+        raise ArtifactError(f"vocabulary {name!r} not found under {preproc_dir}/transform_fn/assets")
+    return path
+
+
+def read_vocabulary(path: str) -> list[str]:
+    """One original id per line; the line position is the integer id."""
+    with tf.io.gfile.GFile(path, "rb") as f:
+        lines = f.read().split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    return [line.decode("utf-8") for line in lines]
+
+
+def record_files(preproc_dir: str, prefix: str) -> list[str]:
+    """The TFRecord shards `<preproc_dir>/<prefix>-*` (possibly .gz), sorted."""
+    files = sorted(tf.io.gfile.glob(join(preproc_dir, prefix + "-*")))
+    if not files:
+        raise ArtifactError(f"no {prefix}-* shards in {preproc_dir}")
+    return files
+
+
+def _parse_examples(files: list[str], batch_size: int = 4096):
+    """Yields (keys, RaggedTensor of indices) batches from tf.train.Example shards."""
+    spec = {"key": tf.io.FixedLenFeature([1], tf.int64),
+            "indices": tf.io.RaggedFeature(tf.int64)}
+    for path in files:
+        compression = "GZIP" if path.endswith(".gz") else ""
+        dataset = tf.data.TFRecordDataset(path, compression_type=compression)
+        for batch in dataset.batch(batch_size):
+            parsed = tf.io.parse_example(batch, spec)
+            yield parsed["key"][:, 0].numpy(), parsed["indices"], path
+
+
+@dataclasses.dataclass
+class SeenMatrix:
+    """Which candidates each query row already has, in CSR form (never dense).
+
+    Row r's candidates are indices[indptr[r]:indptr[r + 1]], sorted ascending.
+    """
+    indptr: np.ndarray   # int64 [nrows + 1]
+    indices: np.ndarray  # int64 [nnz]
+    ncols: int
+
+    @property
+    def nrows(self) -> int:
+        return len(self.indptr) - 1
+
+    def row(self, r: int) -> np.ndarray:
+        return self.indices[self.indptr[r]:self.indptr[r + 1]]
+
+    def block(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """(local row, col) pairs of rows [start, stop), for scattering into a score block."""
+        lo, hi = self.indptr[start], self.indptr[stop]
+        local_rows = np.repeat(np.arange(stop - start), np.diff(self.indptr[start:stop + 1]))
+        return local_rows, self.indices[lo:hi]
+
+    def column_counts(self) -> np.ndarray:
+        return np.bincount(self.indices, minlength=self.ncols).astype(np.int64)
+
+    @classmethod
+    def from_rows(cls, rows: list[np.ndarray], ncols: int) -> "SeenMatrix":
+        lengths = np.array([len(r) for r in rows], dtype=np.int64)
+        indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        indices = np.concatenate(rows).astype(np.int64) if rows else np.zeros(0, np.int64)
+        return cls(indptr, indices, ncols)
+
+    @classmethod
+    def identity(cls, n: int) -> "SeenMatrix":
+        """Each row 'has' itself: used to keep an item out of its own similar-items list."""
+        return cls(np.arange(n + 1, dtype=np.int64), np.arange(n, dtype=np.int64), n)
+
+
+def check_record(key: int, indices: np.ndarray, nrows: int, ncols: int, where: str) -> str | None:
+    """Reason a record does not fit a nrows x ncols model, or None when it fits."""
+    if not 0 <= key < nrows:
+        return f"key {key} outside [0, {nrows}) in {where}"
+    if len(indices) and (indices.min() < 0 or indices.max() >= ncols):
+        return f"index outside [0, {ncols}) for key {key} in {where}"
+    return None
+
+
+def read_seen(preproc_dir: str, prefix: str, nrows: int, ncols: int) -> SeenMatrix:
+    """Reads `<prefix>-*` shards into a CSR SeenMatrix; rows without a record stay empty."""
+    rows: list[np.ndarray] = [np.zeros(0, np.int64)] * nrows
+    present = np.zeros(nrows, dtype=bool)
+    for keys, indices, path in _parse_examples(record_files(preproc_dir, prefix)):
+        for key, row in zip(keys.tolist(), indices):
+            row = row.numpy()
+            reason = check_record(key, row, nrows, ncols, path)
+            if reason:
+                raise ArtifactError(f"{prefix} does not match the model: {reason}")
+            if present[key]:
+                raise ArtifactError(f"{prefix}: key {key} appears twice ({path})")
+            present[key] = True
+            rows[key] = np.unique(row)
+    logging.info("read %s: %d of %d rows present, %d entries", prefix, int(present.sum()),
+                 nrows, sum(len(r) for r in rows))
+    return SeenMatrix.from_rows(rows, ncols)
+
+
+def count_per_key(preproc_dir: str, prefix: str, nkeys: int) -> np.ndarray:
+    """Number of entries of each record in `<prefix>-*` (e.g. users per item = popularity)."""
+    counts = np.zeros(nkeys, dtype=np.int64)
+    for keys, indices, path in _parse_examples(record_files(preproc_dir, prefix)):
+        if len(keys) and (keys.min() < 0 or keys.max() >= nkeys):
+            raise ArtifactError(f"{prefix}: key outside [0, {nkeys}) in {path}")
+        counts[keys] = indices.row_lengths().numpy()
+    return counts
+
+
+@dataclasses.dataclass
+class Artifacts:
+    """Factors, vocabularies and metadata of one trained model, checked to belong together."""
+    preproc_dir: str
+    model_dir: str
+    row_factors: np.ndarray  # float32 [nusers, k], user factors
+    col_factors: np.ndarray  # float32 [nitems, k], item factors
+    vocab_users: list[str]
+    vocab_items: list[str]
+    model_info: dict
+    metadata: dict
+
+    @property
+    def nusers(self) -> int:
+        return len(self.vocab_users)
+
+    @property
+    def nitems(self) -> int:
+        return len(self.vocab_items)
+
+
+def _same_dir(a: str, b: str) -> bool:
+    import os
+    norm = (lambda p: p.rstrip("/") if "://" in p else os.path.abspath(p))
+    return norm(a) == norm(b)
+
+
+def load_artifacts(preproc_dir: str, model_dir: str, check_preproc_path: bool = True) -> Artifacts:
+    """Loads and cross-checks model.json, factors, metadata.json and both vocabularies."""
+    model_info = read_json(join(model_dir, "model.json"))
+    metadata = read_json(join(preproc_dir, "metadata.json"))
+    row_factors = read_npy(join(model_dir, "row_factors.npy")).astype(np.float32, copy=False)
+    col_factors = read_npy(join(model_dir, "col_factors.npy")).astype(np.float32, copy=False)
+    vocab_users = read_vocabulary(vocabulary_path(preproc_dir, VOCAB_USERS))
+    vocab_items = read_vocabulary(vocabulary_path(preproc_dir, VOCAB_ITEMS))
+
+    problems = []
+    if check_preproc_path and model_info.get("preproc_dir") and not _same_dir(
+            model_info["preproc_dir"], preproc_dir):
+        problems.append(f"model was trained on {model_info['preproc_dir']}, not {preproc_dir} "
+                        "(pass --ignore_preproc_path if the files were moved)")
+    if row_factors.ndim != 2 or col_factors.ndim != 2 or row_factors.shape[1] != col_factors.shape[1]:
+        problems.append(f"factor shapes {row_factors.shape} and {col_factors.shape} do not pair up")
+    sizes = {"nusers": [("vocab_users lines", len(vocab_users)), ("row_factors rows", len(row_factors)),
+                        ("model.json nusers", model_info.get("nusers")),
+                        ("metadata.json nusers", metadata.get("nusers"))],
+             "nitems": [("vocab_items lines", len(vocab_items)), ("col_factors rows", len(col_factors)),
+                        ("model.json nitems", model_info.get("nitems")),
+                        ("metadata.json nitems", metadata.get("nitems"))]}
+    for what, found in sizes.items():
+        if len({n for _, n in found if n is not None}) > 1:
+            problems.append(f"{what} disagree: " + ", ".join(f"{s}={n}" for s, n in found))
+    if model_info.get("n_embeds") not in (None, row_factors.shape[-1]):
+        problems.append(f"model.json n_embeds={model_info['n_embeds']} but factors have "
+                        f"{row_factors.shape[-1]} columns")
+    if not (np.isfinite(row_factors).all() and np.isfinite(col_factors).all()):
+        problems.append("factors contain NaN or infinity")
+    for name, vocab in ((VOCAB_USERS, vocab_users), (VOCAB_ITEMS, vocab_items)):
+        if len(set(vocab)) != len(vocab):
+            problems.append(f"{name} has duplicate ids")
+    if problems:
+        raise ArtifactError(f"model {model_dir} does not match preproc {preproc_dir}: "
+                            + "; ".join(problems))
+    return Artifacts(preproc_dir, model_dir, row_factors, col_factors, vocab_users, vocab_items,
+                     model_info, metadata)

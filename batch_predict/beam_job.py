@@ -1,0 +1,143 @@
+"""The top-k computation as a Beam job over blocks of query rows, for catalogs of tens of millions
+of visitors (Dataflow). Same runner flags as preprocessing; the workers load the factors and
+vocabularies from the model/preproc dirs themselves (DoFn.setup), so only ids travel.
+
+    <prefix>-* records --ParseSeen--> (row, seen ids) --KeyByBlock--> (block, row+seen)
+    every block id 0..nblocks-1 (so rows without a record are still scored)
+    --GroupByKey--> one element per block --TopKPerBlock--> output lines --> text shards
+
+Each block is computed by the same `Scorer.block` as the in-process path with the same block
+boundaries, so both paths give identical lines. Records that do not fit the model (ids out of
+range, duplicate rows) go to a dead-letter output with a reason; the caller refuses to publish
+outputs when there are any.
+"""
+from __future__ import annotations
+
+import json
+import logging
+
+import apache_beam as beam
+import numpy as np
+
+from batch_predict import artifacts as art
+from batch_predict.outputs import scores_line, topk_line
+from batch_predict.topk import Scorer, recommendation_scorer
+
+REJECTED = "rejected"
+
+
+class ParseSeenFn(beam.DoFn):
+    """Serialized tf.train.Example -> (row id, sorted unique seen ids), or a dead letter."""
+
+    def __init__(self, nrows: int, ncols: int, source: str):
+        self.nrows, self.ncols, self.source = nrows, ncols, source
+
+    def process(self, record: bytes):
+        import tensorflow as tf
+        try:
+            feature = tf.train.Example.FromString(record).features.feature
+            keys = list(feature["key"].int64_list.value)
+            indices = np.array(feature["indices"].int64_list.value, dtype=np.int64)
+            reason = (f"expected exactly one key, got {len(keys)}" if len(keys) != 1 else
+                      art.check_record(keys[0], indices, self.nrows, self.ncols, self.source))
+        except Exception as exc:  # noqa: BLE001 - any undecodable record is a dead letter
+            keys, reason = [None], f"undecodable record: {type(exc).__name__}: {exc}"
+        if reason:
+            yield beam.pvalue.TaggedOutput(REJECTED, json.dumps({"key": keys[0] if keys else None,
+                                                                 "reason": reason}))
+            return
+        beam.metrics.Metrics.counter("batch_predict", "rows_with_seen").inc()
+        yield keys[0], np.unique(indices)
+
+
+class TopKPerBlockFn(beam.DoFn):
+    """(block id, [(row, seen ids), ...]) -> one output line per row of the block."""
+
+    def __init__(self, spec: dict):
+        self.spec = spec  # plain values only, so the DoFn pickles small
+
+    def setup(self):
+        spec = self.spec
+        query = art.read_npy(spec["query_factors"]).astype(np.float32, copy=False)
+        candidates = art.read_npy(spec["candidate_factors"]).astype(np.float32, copy=False)
+        self.scorer = recommendation_scorer(query, candidates, np.asarray(spec["candidate_counts"]))
+        self.query_vocab = art.read_vocabulary(spec["query_vocab"])
+        self.candidate_vocab = art.read_vocabulary(spec["candidate_vocab"])
+
+    def process(self, element):
+        block_id, members = element
+        start = block_id * self.spec["block_size"]
+        stop = min(start + self.spec["block_size"], len(self.scorer.query))
+        seen_rows: list[np.ndarray] = [np.zeros(0, np.int64)] * (stop - start)
+        for member in members:
+            if member is None:
+                continue  # the block marker
+            row, seen = member
+            if len(seen_rows[row - start]):
+                yield beam.pvalue.TaggedOutput(REJECTED, json.dumps(
+                    {"key": row, "reason": f"row {row} appears in more than one record"}))
+            seen_rows[row - start] = seen
+        seen = art.SeenMatrix.from_rows(seen_rows, len(self.candidate_vocab)).block(0, stop - start)
+        block = self.scorer.block(start, stop, seen, self.spec["top_k"])
+        for query, candidates, scores in block.rows():
+            names = [self.candidate_vocab[c] for c in candidates.tolist()]
+            yield topk_line(self.query_vocab[query], names)
+            if self.spec["write_scores"]:
+                yield beam.pvalue.TaggedOutput("scores", scores_line(self.query_vocab[query],
+                                                                     names, scores))
+
+
+class ReadSeen(beam.PTransform):
+    """Reads `<prefix>-*` shards (gzip detected by the .gz extension) into (row, seen ids)."""
+
+    def __init__(self, pattern: str, nrows: int, ncols: int):
+        super().__init__()
+        self.pattern, self.nrows, self.ncols = pattern, nrows, ncols
+
+    def expand(self, pbegin):
+        return (pbegin
+                | "ReadRecords" >> beam.io.ReadFromTFRecord(self.pattern)
+                | "Parse" >> beam.ParDo(ParseSeenFn(self.nrows, self.ncols, self.pattern))
+                .with_outputs(REJECTED, main="seen"))
+
+
+class GroupIntoRowBlocks(beam.PTransform):
+    """(row, seen) -> (block id, members); every block exists even if none of its rows has a record."""
+
+    def __init__(self, nrows: int, block_size: int):
+        super().__init__()
+        self.nrows, self.block_size = nrows, block_size
+
+    def expand(self, seen):
+        nblocks = -(-self.nrows // self.block_size)
+        block_size = self.block_size
+        keyed = seen | "KeyByBlock" >> beam.Map(lambda row_seen: (row_seen[0] // block_size, row_seen))
+        markers = (seen.pipeline | "BlockIds" >> beam.Create(range(nblocks))
+                   | "BlockMarker" >> beam.Map(lambda block: (block, None)))
+        return (keyed, markers) | "Union" >> beam.Flatten() | "GroupByBlock" >> beam.GroupByKey()
+
+
+def run_topk_job(spec: dict, beam_argv: list[str], staged_prefix: str,
+                 scores_prefix: str | None, rejected_prefix: str) -> None:
+    """Builds and runs the Beam job; outputs land as text shards under the staged prefixes.
+
+    spec: seen_pattern, nrows, ncols, block_size, top_k, write_scores, query_factors,
+    candidate_factors, candidate_counts (list), query_vocab, candidate_vocab.
+    """
+    from pipeline import beam_runner
+
+    options = beam_runner.pipeline_options(beam_argv, input_size=beam_runner.input_bytes(
+        spec["seen_pattern"]))
+    logging.info("batch_predict beam job on %s", beam_runner.describe(options))
+    with beam.Pipeline(runner=beam_runner.runner_for(options), options=options) as pipeline:
+        seen = pipeline | "ReadSeen" >> ReadSeen(spec["seen_pattern"], spec["nrows"], spec["ncols"])
+        results = (seen.seen
+                   | "GroupIntoRowBlocks" >> GroupIntoRowBlocks(spec["nrows"], spec["block_size"])
+                   | "TopKPerBlock" >> beam.ParDo(TopKPerBlockFn(spec))
+                   .with_outputs(REJECTED, "scores", main="lines"))
+        _ = results.lines | "WriteLines" >> beam.io.WriteToText(staged_prefix)
+        if scores_prefix:
+            _ = results.scores | "WriteScores" >> beam.io.WriteToText(
+                scores_prefix, file_name_suffix=".jsonl")
+        _ = ((seen[REJECTED], results[REJECTED]) | "AllRejected" >> beam.Flatten()
+             | "WriteRejected" >> beam.io.WriteToText(rejected_prefix))

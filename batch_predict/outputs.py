@@ -1,0 +1,157 @@
+"""Writing prediction artifacts: staged in a temporary folder, moved into place only when complete.
+
+File formats (one record per line, ids are the original ids from the TFT vocabularies):
+  batch_pred-*               visitorId<TAB>contentId1,contentId2,...   (best first)
+  users_for_item-*           contentId<TAB>visitorId1,visitorId2,...
+  similar_items-*            contentId<TAB>contentId1,...              (never the item itself)
+  *_scores-*.jsonl           {"id": ..., "ids": [...], "scores": [...]}
+  item/user_embeddings-*.json {"id": ..., "embedding": [...]}
+  item/user_factors.csv      id,f0,f1,...
+  popular_items.txt          contentId<TAB>number of users who have it, most popular first
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import uuid
+from typing import Iterable, Iterator
+
+import numpy as np
+import tensorflow as tf
+
+from batch_predict.artifacts import ArtifactError, join
+from batch_predict.topk import TopKBlock
+
+# Every name this stage may write into predictions/; --overwrite replaces exactly these.
+OUTPUT_PREFIXES = ("batch_pred", "users_for_item", "similar_items", "item_embeddings",
+                   "user_embeddings", "item_factors", "user_factors", "popular_items")
+
+
+def shard_name(prefix: str, index: int = 0, count: int = 1, suffix: str = "") -> str:
+    """Beam's default shard naming, so local and Beam outputs look alike."""
+    return f"{prefix}-{index:05d}-of-{count:05d}{suffix}"
+
+
+class Staging:
+    """A temporary folder inside output_dir whose files are renamed into output_dir on commit.
+
+    Refuses (before anything is written) to replace existing artifacts unless overwrite is set.
+    """
+
+    def __init__(self, output_dir: str, overwrite: bool):
+        self.output_dir = output_dir.rstrip("/")
+        self.overwrite = overwrite
+        existing = self.existing_outputs()
+        if existing and not overwrite:
+            raise ArtifactError(f"{output_dir} already holds predictions ({existing[0]}, ...); "
+                                "pass --overwrite to replace them")
+        self.dir = join(self.output_dir, f".staging-{uuid.uuid4().hex[:12]}")
+        tf.io.gfile.makedirs(self.dir)
+
+    def existing_outputs(self) -> list[str]:
+        if not tf.io.gfile.isdir(self.output_dir):
+            return []
+        return sorted(name for name in tf.io.gfile.listdir(self.output_dir)
+                      if name.startswith(OUTPUT_PREFIXES))
+
+    def path(self, name: str) -> str:
+        return join(self.dir, name)
+
+    def staged_files(self) -> list[str]:
+        return sorted(tf.io.gfile.listdir(self.dir))
+
+    def commit(self) -> list[str]:
+        """Replaces the previous artifacts by the staged ones; returns the final paths."""
+        for name in self.existing_outputs():
+            tf.io.gfile.remove(join(self.output_dir, name))
+        final = []
+        for name in self.staged_files():
+            final.append(join(self.output_dir, name))
+            tf.io.gfile.rename(self.path(name), final[-1], overwrite=True)
+        tf.io.gfile.rmtree(self.dir)
+        return final
+
+    def abort(self) -> None:
+        if tf.io.gfile.exists(self.dir):
+            tf.io.gfile.rmtree(self.dir)
+
+
+def write_lines(path: str, lines: Iterable[str]) -> int:
+    count = 0
+    with tf.io.gfile.GFile(path, "w") as f:
+        for line in lines:
+            f.write(line + "\n")
+            count += 1
+    return count
+
+
+def topk_line(query_id: str, candidate_ids: Iterable[str]) -> str:
+    return f"{query_id}\t{','.join(candidate_ids)}"
+
+
+def scores_line(query_id: str, candidate_ids: list[str], scores: np.ndarray) -> str:
+    return json.dumps({"id": query_id, "ids": candidate_ids,
+                       "scores": [float(s) for s in scores.tolist()]})
+
+
+def topk_records(blocks: Iterable[TopKBlock], query_vocab: list[str],
+                 candidate_vocab: list[str]) -> Iterator[tuple[str, list[str], np.ndarray]]:
+    """(query original id, candidate original ids best first, scores) for every query row."""
+    for block in blocks:
+        for query, candidates, scores in block.rows():
+            yield query_vocab[query], [candidate_vocab[c] for c in candidates.tolist()], scores
+
+
+def write_topk(blocks: Iterable[TopKBlock], query_vocab: list[str], candidate_vocab: list[str],
+               lines_path: str, scores_path: str | None = None) -> int:
+    """Writes the TAB lines (and optionally the JSONL with scores); returns the row count."""
+    scores_file = tf.io.gfile.GFile(scores_path, "w") if scores_path else None
+    count = 0
+    with tf.io.gfile.GFile(lines_path, "w") as lines_file:
+        for query, candidates, scores in topk_records(blocks, query_vocab, candidate_vocab):
+            lines_file.write(topk_line(query, candidates) + "\n")
+            if scores_file:
+                scores_file.write(scores_line(query, candidates, scores) + "\n")
+            count += 1
+    if scores_file:
+        scores_file.close()
+    return count
+
+
+def _float_list(row: np.ndarray) -> str:
+    # str() of a float32 is its shortest round-trip form, much shorter than float64's repr.
+    return "[" + ",".join(str(x) for x in row.astype(np.float32)) + "]"
+
+
+def write_embeddings(path: str, vocab: list[str], factors: np.ndarray) -> int:
+    """ANN-ingestion shape: {"id": original id, "embedding": [...]} per line."""
+    return write_lines(path, (f'{{"id": {json.dumps(vid)}, "embedding": {_float_list(row)}}}'
+                              for vid, row in zip(vocab, factors)))
+
+
+def write_factors_csv(path: str, vocab: list[str], factors: np.ndarray) -> int:
+    """id,f0,f1,... keyed by original id, for joining with content features."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["id"] + [f"f{i}" for i in range(factors.shape[1])])
+    for vid, row in zip(vocab, factors):
+        writer.writerow([vid] + [str(x) for x in row.astype(np.float32)])
+    with tf.io.gfile.GFile(path, "w") as f:
+        f.write(buffer.getvalue())
+    return len(vocab)
+
+
+def popularity_order(counts: np.ndarray) -> np.ndarray:
+    """Ids by count descending, lower id first on equal counts (same rule as tf.math.top_k)."""
+    return np.lexsort((np.arange(len(counts)), -counts))
+
+
+def write_popular(path: str, vocab: list[str], counts: np.ndarray) -> int:
+    order = popularity_order(counts)
+    return write_lines(path, (f"{vocab[i]}\t{int(counts[i])}" for i in order.tolist()))
+
+
+def log_written(name: str, count: int, seconds: float) -> None:
+    logging.info("batch_predict %s: %d rows in %.2fs", name, count, seconds)

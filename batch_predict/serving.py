@@ -1,0 +1,105 @@
+"""Servable SavedModel: raw visitorId strings in, top-k contentId strings and scores out.
+
+Layout: <model_dir>/export/<version>/ (TF Serving's model_base_path is <model_dir>/export; each
+export adds version max+1, which TF Serving then serves). Inside the graph:
+  visitorId --(tf.lookup table over vocab_users, shipped as an asset)--> userId, or "unknown"
+  unknown visitors use an extra all-zero user row with no seen items, so like users without
+  training data (zero factor) they are scored by item popularity
+  scores = user factor . item factors; items the user already has -> -inf (seen items are stored
+  as a ragged row_splits/values pair, never dense); tf.math.top_k (ties: lower itemId first)
+  itemId --(table over vocab_items)--> contentId; empty slots (fewer than k admissible items)
+  come back as contentId "" with score 0.
+
+Outputs of the `serving_default` signature: contentId string [n, k], score float32 [n, k],
+known bool [n] (visitor found in the vocabulary).
+
+Try it:
+  saved_model_cli show --dir MODEL/export/1 --tag_set serve --signature_def serving_default
+  saved_model_cli run --dir MODEL/export/1 --tag_set serve --signature_def serving_default \
+      --input_exprs 'visitorId=["1234567890", "unknown-visitor"]'
+Serve it (REST on :8501):
+  docker run -p 8501:8501 -v MODEL/export:/models/wals -e MODEL_NAME=wals tensorflow/serving
+  curl -d '{"instances": ["1234567890"]}' localhost:8501/v1/models/wals:predict
+"""
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+import numpy as np
+import tensorflow as tf
+
+from batch_predict.artifacts import Artifacts, SeenMatrix, join
+
+
+class Recommender(tf.Module):
+    """Everything needed to answer top-k queries for raw visitor ids, as a tf.Module."""
+
+    def __init__(self, users_vocab_file: str, items_vocab_file: str, row_factors: np.ndarray,
+                 col_factors: np.ndarray, seen: SeenMatrix, item_counts: np.ndarray, k: int):
+        super().__init__()
+        self.k = min(k, len(col_factors))
+        self.nusers = len(row_factors)
+        self.users_vocab = tf.saved_model.Asset(users_vocab_file)
+        self.items_vocab = tf.saved_model.Asset(items_vocab_file)
+        self.user_ids = tf.lookup.StaticHashTable(tf.lookup.TextFileInitializer(
+            self.users_vocab, tf.string, tf.lookup.TextFileIndex.WHOLE_LINE,
+            tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER), default_value=-1)
+        self.content_ids = tf.lookup.StaticHashTable(tf.lookup.TextFileInitializer(
+            self.items_vocab, tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER,
+            tf.string, tf.lookup.TextFileIndex.WHOLE_LINE), default_value="")
+        # Row nusers is the "unknown visitor": zero factor, nothing seen.
+        zero_row = np.zeros((1, row_factors.shape[1]), np.float32)
+        self.row_factors = tf.Variable(np.concatenate([row_factors, zero_row]), trainable=False)
+        self.col_factors = tf.Variable(col_factors, trainable=False)
+        self.seen_row_splits = tf.Variable(np.append(seen.indptr, seen.indptr[-1]), trainable=False)
+        self.seen_items = tf.Variable(seen.indices, trainable=False)
+        self.item_counts = tf.Variable(item_counts.astype(np.float32), trainable=False)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="visitorId")])
+    def serve(self, visitor_ids):
+        user_ids = self.user_ids.lookup(visitor_ids)
+        known = user_ids >= 0
+        rows = tf.where(known, user_ids, self.nusers)
+        user_factors = tf.gather(self.row_factors, rows)
+        scores = tf.matmul(user_factors, self.col_factors, transpose_b=True)
+        cold = tf.reduce_all(tf.equal(user_factors, 0.0), axis=1)
+        scores = tf.where(cold[:, None], self.item_counts[None, :], scores)
+        seen = tf.gather(tf.RaggedTensor.from_row_splits(self.seen_items, self.seen_row_splits),
+                         rows)
+        pairs = tf.stack([seen.value_rowids(), seen.values], axis=1)
+        scores = tf.tensor_scatter_nd_update(
+            scores, pairs, tf.fill(tf.shape(seen.values), float("-inf")))
+        top_scores, top_items = tf.math.top_k(scores, k=self.k, sorted=True)
+        admissible = tf.math.is_finite(top_scores)
+        return {"contentId": tf.where(admissible, self.content_ids.lookup(tf.cast(top_items, tf.int64)), ""),
+                "score": tf.where(admissible, top_scores, 0.0),
+                "known": known}
+
+
+def next_version_dir(export_root: str) -> str:
+    versions = [int(name.strip("/")) for name in
+                (tf.io.gfile.listdir(export_root) if tf.io.gfile.isdir(export_root) else [])
+                if name.strip("/").isdigit()]
+    return join(export_root, str(max(versions, default=0) + 1))
+
+
+def export_saved_model(artifacts: Artifacts, users_vocab_file: str, items_vocab_file: str,
+                       seen: SeenMatrix, item_counts: np.ndarray, k: int) -> str:
+    """Writes the servable SavedModel to <model_dir>/export/<next version>; returns its path.
+
+    Saved to a temporary folder first and renamed, so TF Serving never sees a half-written
+    version.
+    """
+    started = time.time()
+    module = Recommender(users_vocab_file, items_vocab_file, artifacts.row_factors,
+                         artifacts.col_factors, seen, item_counts, k)
+    export_root = join(artifacts.model_dir, "export")
+    tmp_dir = join(export_root, f".tmp-{uuid.uuid4().hex[:12]}")
+    tf.saved_model.save(module, tmp_dir, signatures={"serving_default": module.serve})
+    final_dir = next_version_dir(export_root)
+    tf.io.gfile.rename(tmp_dir, final_dir)
+    logging.info("batch_predict export: SavedModel for %d users x %d items (k=%d) at %s in %.2fs",
+                 artifacts.nusers, artifacts.nitems, module.k, final_dir, time.time() - started)
+    return final_dir

@@ -1,0 +1,139 @@
+"""Benchmark: the preprocess stage vs a pandas+numpy reference writing the same TFRecords.
+
+`python -m benchmarks.preprocess [--rows 1000000 --users 100000 --items 10000]` writes a Zipf
+interactions file, runs `python -m pipeline.preprocess --source interactions` end to end in a
+subprocess (all of it: Beam start-up, TFT analysis, both group-bys, writing), then times the
+reference in this process on the same file, checks both produced the same Examples, and prints
+rows/s, peak RSS and the ratio. Timings on a shared machine are noisy: compare the ratio.
+"""
+import argparse
+import json
+import logging
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+LOG = logging.getLogger("benchmarks.preprocess")
+
+
+def write_interactions(path: str, rows: int, users: int, items: int, seed: int) -> None:
+    """Uniform users, Zipf(1.0)-popular items, ratings 1..5; a few pairs repeat (summed)."""
+    rng = np.random.default_rng(seed)
+    popularity = 1.0 / np.arange(1, items + 1)
+    user = rng.integers(0, users, rows)
+    item = rng.choice(items, size=rows, p=popularity / popularity.sum())
+    frame = pd.DataFrame({"user_id": np.char.add("u", user.astype(str)),
+                          "item_id": np.char.add("i", item.astype(str)),
+                          "rating": rng.integers(1, 6, rows)})
+    frame.to_csv(path, index=False)
+
+
+def _examples(keys: np.ndarray, indices: np.ndarray, values: np.ndarray) -> list[bytes]:
+    order = np.lexsort((indices, keys))
+    keys, indices, values = keys[order], indices[order].tolist(), values[order].tolist()
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    ends = np.r_[starts[1:], len(keys)].tolist()
+    out = []
+    for key, start, end in zip(keys[starts].tolist(), starts.tolist(), ends):
+        example = tf.train.Example()
+        feature = example.features.feature
+        feature["key"].int64_list.value.append(key)
+        feature["indices"].int64_list.value.extend(indices[start:end])
+        feature["values"].float_list.value.extend(values[start:end])
+        out.append(example.SerializeToString())
+    return out
+
+
+def pandas_reference(path: str, out_dir: str, scale: float = 0.3) -> dict:
+    """Same outputs as the stage (vocabularies by descending frequency, median rating scale)."""
+    frame = pd.read_csv(path, dtype={"user_id": str, "item_id": str},
+                        usecols=["user_id", "item_id", "rating"])
+    frame["rating"] = pd.to_numeric(frame["rating"], errors="coerce")
+    frame = frame[np.isfinite(frame["rating"]) & (frame["rating"] >= 0)]
+    sums = frame.groupby(["user_id", "item_id"], sort=False)["rating"].sum()
+    sums = sums[sums > 0].reset_index()
+    vocabs = {}
+    for column in ("user_id", "item_id"):
+        counts = sums[column].value_counts()
+        # TFT's order: frequency descending, ties by token descending.
+        vocab = counts.reset_index().sort_values(["count", column], ascending=False)[column]
+        vocabs[column] = pd.Index(vocab.to_numpy())
+    user_ids = vocabs["user_id"].get_indexer(sums["user_id"])
+    item_ids = vocabs["item_id"].get_indexer(sums["item_id"])
+    value = sums["rating"].to_numpy(np.float32)
+    median = float(np.median(value))
+    rating = np.minimum(scale * value / median, 1.0).astype(np.float32)
+    for name, keys, indices in (("users_for_item", item_ids, user_ids),
+                                ("items_for_user", user_ids, item_ids)):
+        with tf.io.TFRecordWriter(os.path.join(out_dir, name + "-00000-of-00001")) as writer:
+            for record in _examples(keys, indices, rating):
+                writer.write(record)
+    return {"nusers": len(vocabs["user_id"]), "nitems": len(vocabs["item_id"]),
+            "interactions": len(sums), "median_value": median}
+
+
+def _peak_rss_mb(who: int) -> float:
+    return resource.getrusage(who).ru_maxrss / 1024
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument("--items", type=int, default=10_000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--work_dir", default=None, help="default: a fresh temp dir")
+    args, beam_argv = parser.parse_known_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    work = args.work_dir or tempfile.mkdtemp(prefix="bench_preprocess_")
+    os.makedirs(work, exist_ok=True)
+    data = os.path.join(work, "interactions.csv")
+    started = time.time()
+    write_interactions(data, args.rows, args.users, args.items, args.seed)
+    LOG.info("wrote %d rows to %s in %.1f s (%.1f MB)", args.rows, data, time.time() - started,
+             os.path.getsize(data) / 2**20)
+
+    started = time.time()
+    stage = subprocess.run(
+        [sys.executable, "-m", "pipeline.preprocess", "--source", "interactions", "--input", data,
+         "--output_dir", os.path.join(work, "beam"), "--overwrite", *beam_argv],
+        capture_output=True, text=True)
+    beam_seconds = time.time() - started
+    if stage.returncode != 0:
+        sys.stderr.write(stage.stderr[-5000:])
+        raise SystemExit(f"preprocess stage failed with exit code {stage.returncode}")
+    beam_rss = _peak_rss_mb(resource.RUSAGE_CHILDREN)
+    metadata = json.loads(stage.stdout[stage.stdout.index("{"):])
+
+    ref_dir = os.path.join(work, "pandas")
+    os.makedirs(ref_dir, exist_ok=True)
+    started = time.time()
+    reference = pandas_reference(data, ref_dir)
+    pandas_seconds = time.time() - started
+    pandas_rss = _peak_rss_mb(resource.RUSAGE_SELF)
+
+    same = all(metadata[k] == reference[k] for k in ("nusers", "nitems", "interactions"))
+    same = same and abs(metadata["rating"]["median_value"] / reference["median_value"] - 1) < 0.01
+    result = {
+        "rows": args.rows, "interactions": metadata["interactions"],
+        "beam_seconds": round(beam_seconds, 2), "beam_stage_seconds": metadata["seconds"],
+        "beam_rows_per_s": round(args.rows / beam_seconds),
+        "beam_peak_rss_mb": round(beam_rss), "pandas_seconds": round(pandas_seconds, 2),
+        "pandas_rows_per_s": round(args.rows / pandas_seconds), "pandas_peak_rss_mb": round(pandas_rss),
+        "ratio_beam_over_pandas": round(beam_seconds / pandas_seconds, 2),
+        "same_counts_and_median": same, "work_dir": work,
+    }
+    print(json.dumps(result, indent=2))
+    if not same:
+        raise SystemExit(f"outputs differ: stage {metadata} vs reference {reference}")
+
+
+if __name__ == "__main__":
+    main()

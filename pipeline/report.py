@@ -1,0 +1,278 @@
+"""The run summary (printed by pipeline.run) and output/report.html, built only from artifacts.
+
+    python -m pipeline.report --output_dir output     # (re)build report.html for any run
+
+report.html is static and self-contained (matplotlib PNGs inlined as base64): loss curve,
+held-out metrics (WALS vs popularity), rating distribution, a 2-D PCA of the item embeddings
+labelled with original ids, sample recommendations. Missing parts (e.g. a run with
+--stages preprocess) are reported as missing, not as errors.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime as dt
+import html
+import io
+import json
+import logging
+import sys
+
+import numpy as np
+import tensorflow as tf
+
+from pipeline.artifacts import MODEL, PREDICTIONS, PREPROC, join, read_json, shards, vocab_path
+
+log = logging.getLogger("pipeline.report")
+
+RATING_SAMPLE_RECORDS = 2000   # items_for_user records read for the rating histogram
+PCA_MAX_POINTS = 5000          # items drawn in the scatter (all are used for the projection)
+LABELLED_ITEMS = 12
+SAMPLE_RECOMMENDATIONS = 5
+
+
+def _json_or_none(path: str) -> dict | None:
+    return read_json(path) if tf.io.gfile.exists(path) else None
+
+
+def head_lines(pattern: str, n: int) -> list[str]:
+    """The first n lines of the first shard matching pattern (batch_pred-* etc.)."""
+    files = sorted(tf.io.gfile.glob(pattern))
+    lines: list[str] = []
+    for path in files:
+        with tf.io.gfile.GFile(path, "r") as f:
+            for line in f:
+                lines.append(line.rstrip("\n"))
+                if len(lines) == n:
+                    return lines
+    return lines
+
+
+def collect_run(root: str) -> dict:
+    """Everything the summary and report show, read from the artifacts under root."""
+    preproc, model, predictions = (join(root, d) for d in (PREPROC, MODEL, PREDICTIONS))
+    return {
+        "root": root,
+        "paths": {"preproc": preproc, "model": model, "predictions": predictions,
+                  "report": join(root, "report.html")},
+        "metadata": _json_or_none(join(preproc, "metadata.json")),
+        "model": _json_or_none(join(model, "model.json")),
+        "metrics": _json_or_none(join(model, "metrics.json")),
+        "recommendations": head_lines(join(predictions, "batch_pred-*"), SAMPLE_RECOMMENDATIONS),
+    }
+
+
+def epoch_losses(model_json: dict | None) -> list[float]:
+    """loss_history entries are floats or {"loss": ...} dicts; both are accepted."""
+    history = (model_json or {}).get("loss_history") or []
+    return [float(h["loss"] if isinstance(h, dict) else h) for h in history]
+
+
+def metrics_table(metrics: dict | None) -> tuple[list[str], list[tuple[str, list]]]:
+    """(columns, rows) from metrics.json: {model: {metric: value}} or a flat {metric: value}."""
+    if not metrics:
+        return [], []
+    models = {k: v for k, v in metrics.items() if isinstance(v, dict)}
+    if not models:
+        models = {"value": {k: v for k, v in metrics.items() if isinstance(v, (int, float))}}
+    columns = list(models)
+    names = list(dict.fromkeys(m for scores in models.values() for m in scores
+                               if isinstance(scores[m], (int, float))))
+    return columns, [(m, [models[c].get(m) for c in columns]) for m in names]
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:,.0f}" if abs(value) >= 1e4 else f"{value:.4g}"
+    return "-" if value is None else str(value)
+
+
+def format_summary(run: dict, seconds: dict | None = None) -> str:
+    """The short plain-text summary printed at the end of pipeline.run."""
+    lines = [f"== run summary: {run['root']} =="]
+    if seconds:
+        lines.append("stages: " + ", ".join(f"{s} {t:.1f} s" for s, t in seconds.items()))
+    meta = run["metadata"]
+    if meta:
+        lines.append(f"data: {meta['nusers']} users x {meta['nitems']} items, "
+                     f"{meta.get('interactions', '?')} interactions from {meta.get('input_rows', '?')} "
+                     f"input rows ({meta.get('rejected_rows', 0)} rejected"
+                     + (f": {meta['rejected_by_reason']}" if meta.get("rejected_by_reason") else "") + ")")
+        rating = meta.get("rating") or {}
+        if rating:
+            lines.append(f"ratings: median raw value {_fmt(rating.get('median_value'))}, scaled "
+                         f"min/mean/max {_fmt(rating.get('min'))}/{_fmt(rating.get('mean'))}/"
+                         f"{_fmt(rating.get('max'))}")
+    losses = epoch_losses(run["model"])
+    if losses:
+        lines.append(f"training: {len(losses)} epochs, loss per epoch: "
+                     + " ".join(f"{loss:.4g}" for loss in losses))
+    columns, rows = metrics_table(run["metrics"])
+    if rows:
+        lines.append("held-out metrics: " + " | ".join(columns))
+        lines += [f"  {name:<16}" + "  ".join(f"{_fmt(v):>10}" for v in values) for name, values in rows]
+    lines.append("artifacts:")
+    lines += [f"  {name:<12} {path}" for name, path in run["paths"].items()]
+    if run["recommendations"]:
+        lines.append("sample recommendations (visitorId -> contentIds, best first):")
+        lines += [f"  {line.replace(chr(9), ' -> ', 1)}" for line in run["recommendations"]]
+    return "\n".join(lines)
+
+
+# ---- figures -------------------------------------------------------------------------------
+
+def _png(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def sample_ratings(preproc: str, max_records: int = RATING_SAMPLE_RECORDS) -> np.ndarray:
+    """Scaled ratings from the first items_for_user records (a sample; no full pass)."""
+    values: list[float] = []
+    for path in shards(preproc, "items_for_user")[:4]:
+        compression = "GZIP" if path.endswith(".gz") else ""
+        for record in tf.data.TFRecordDataset(path, compression_type=compression).take(max_records):
+            example = tf.train.Example.FromString(record.numpy())
+            values.extend(example.features.feature["values"].float_list.value)
+        if len(values) >= max_records:
+            break
+    return np.asarray(values, dtype=np.float32)
+
+
+def pca_2d(factors: np.ndarray) -> np.ndarray:
+    """Rows projected on the two leading principal axes (thin SVD of the centred factors)."""
+    centred = factors - factors.mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    return centred @ vt[:2].T
+
+
+def _load_npy(path: str) -> np.ndarray:
+    with tf.io.gfile.GFile(path, "rb") as f:
+        return np.load(io.BytesIO(f.read()))
+
+
+def _read_vocab(path: str) -> list[str]:
+    with tf.io.gfile.GFile(path, "r") as f:
+        return [line.rstrip("\n") for line in f]
+
+
+def figures(run: dict) -> dict[str, str]:
+    """{title: base64 PNG} for every figure whose artifacts exist."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = {}
+    losses = epoch_losses(run["model"])
+    if losses:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.plot(range(1, len(losses) + 1), losses, marker="o")
+        ax.set(xlabel="epoch", ylabel="weighted loss", title="Training loss")
+        out["Training loss"] = _png(fig)
+    if run["metadata"]:
+        ratings = sample_ratings(run["paths"]["preproc"])
+        if ratings.size:
+            fig, ax = plt.subplots(figsize=(6, 3.5))
+            ax.hist(ratings, bins=40)
+            ax.set(xlabel="scaled rating", ylabel="interactions",
+                   title=f"Rating distribution (sample of {ratings.size})")
+            out["Rating distribution"] = _png(fig)
+    col_path = join(run["paths"]["model"], "col_factors.npy")
+    if run["metadata"] and tf.io.gfile.exists(col_path):
+        item_factors = _load_npy(col_path)
+        if item_factors.ndim == 2 and item_factors.shape[0] >= 3 and item_factors.shape[1] >= 2:
+            out["Item embeddings (PCA)"] = _pca_figure(plt, item_factors, run)
+    return out
+
+
+def _pca_figure(plt, item_factors: np.ndarray, run: dict) -> str:
+    points = pca_2d(item_factors)
+    shown = np.random.default_rng(0).permutation(len(points))[:PCA_MAX_POINTS]
+    item_ids = _read_vocab(vocab_path(run["paths"]["preproc"], "vocab_items", run["metadata"]))
+    # label the items with the largest factors: in WALS these are the strongly-preferred ones
+    labelled = np.argsort(-np.linalg.norm(item_factors, axis=1), kind="stable")[:LABELLED_ITEMS]
+    fig, ax = plt.subplots(figsize=(7, 5.5))
+    ax.scatter(points[shown, 0], points[shown, 1], s=6, alpha=0.5)
+    for j in labelled:
+        ax.annotate(item_ids[j] if j < len(item_ids) else str(j), points[j], fontsize=7)
+    ax.set(xlabel="PC 1", ylabel="PC 2", title=f"Item embeddings, 2-D PCA ({len(points)} items)")
+    return _png(fig)
+
+
+# ---- HTML ----------------------------------------------------------------------------------
+
+def _table(header: list[str], rows: list[list]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in row) + "</tr>"
+                   for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def render_html(run: dict, images: dict[str, str]) -> str:
+    esc = html.escape
+    parts = [f"<h1>WALS run report</h1><p>{esc(run['root'])} &middot; generated "
+             f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}</p>"]
+    meta = run["metadata"]
+    if meta:
+        keys = ["nusers", "nitems", "interactions", "input_rows", "accepted_rows", "rejected_rows",
+                "source", "ga_preset"]
+        parts.append("<h2>Data</h2>" + _table(["", "value"], [[k, meta.get(k)] for k in keys if k in meta]))
+        if meta.get("rejected_by_reason"):
+            parts.append(_table(["reject reason", "rows"], sorted(meta["rejected_by_reason"].items())))
+        if meta.get("rating"):
+            parts.append(_table(["rating", "value"], sorted(meta["rating"].items())))
+    else:
+        parts.append("<p>No preprocessing artifacts (preproc/metadata.json) found.</p>")
+    columns, rows = metrics_table(run["metrics"])
+    if rows:
+        parts.append("<h2>Held-out metrics</h2>" + _table(["metric"] + columns,
+                                                          [[n] + v for n, v in rows]))
+    if run["model"]:
+        hyper = run["model"].get("hyperparameters") or {}
+        parts.append("<h2>Model</h2>" + _table(["", "value"], [["n_embeds", run["model"].get("n_embeds")],
+                                                               ["epochs", run["model"].get("epochs_completed")]]
+                                               + sorted([k, json.dumps(v)] for k, v in hyper.items())))
+    for title, png in images.items():
+        parts.append(f"<h2>{esc(title)}</h2><img alt=\"{esc(title)}\" src=\"data:image/png;base64,{png}\">")
+    if run["recommendations"]:
+        recs = [line.split("\t", 1) + [""] for line in run["recommendations"]]
+        parts.append("<h2>Sample recommendations</h2>"
+                     + _table(["visitorId", "contentIds (best first)"], [r[:2] for r in recs]))
+    parts.append("<h2>Artifacts</h2>" + _table(["", "path"], [[k, v] for k, v in run["paths"].items()]))
+    style = ("body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse;"
+             "margin:.5em 0}td,th{border:1px solid #ccc;padding:.2em .6em;text-align:left}")
+    return (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>WALS run report</title>"
+            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
+
+
+def write_report(root: str, run: dict | None = None) -> str:
+    """Writes root/report.html and returns its path."""
+    run = run or collect_run(root)
+    page = render_html(run, figures(run))
+    path = run["paths"]["report"]
+    with tf.io.gfile.GFile(path, "w") as f:
+        f.write(page)
+    log.info("report written to %s (%d figures)", path, page.count("<img"))
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.report", description=__doc__.split("\n")[0])
+    parser.add_argument("--output_dir", default="output", help="Root of the run's artifacts.")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not tf.io.gfile.isdir(args.output_dir):
+        log.error("error: %s is not a directory of run artifacts", args.output_dir)
+        return 2
+    run = collect_run(args.output_dir)
+    print(format_summary(run))
+    print(f"report: {write_report(args.output_dir, run)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,251 @@
+"""One command for the whole product: preprocess -> train -> predict, then a summary and report.
+
+    python -m pipeline.run                       # bundled sample, local runner, ./output
+    python -m pipeline.run --source interactions --input ratings.csv --output_dir out
+    python -m pipeline.run --runner=DataflowRunner --project P --region R \
+        --temp_location gs://B/tmp --setup_file ./setup.py --output_dir gs://B/run
+
+Flags are this module's own (--output_dir, --stages, --trainer, --vertex_*, --no_report), the
+shared ones (pipeline/cli.py) and every stage's `add_args`; anything else must be a Beam
+pipeline option and goes, untouched, to the Beam stages (preprocess, predict) but not to train.
+Each stage gets a copy of the flags with its paths remapped to the layout in DESIGN.md, and
+its inputs are checked before it starts (pipeline/artifacts.py).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib
+import logging
+import os
+import re
+import sys
+import time
+
+from pipeline import vertex
+from pipeline.artifacts import (MODEL, PREDICTIONS, PREPROC, STAGE_ORDER, StageInputError,
+                                check_stage_inputs, join, stage_dir)
+from pipeline.cli import DEFAULT_OUTPUT_DIR, add_shared_args
+
+log = logging.getLogger("pipeline.run")
+
+STAGE_MODULES = {"preprocess": "pipeline.preprocess", "train": "trainer.task",
+                 "predict": "batch_predict.run"}
+BEAM_STAGES = ("preprocess", "predict")  # the stages that receive the Beam flags
+DATE_FLAGS = ("start_date", "end_date")
+RELATIVE_DATE = re.compile(r"^(?:today(?:-(\d{1,4}))?|yesterday)$")
+USAGE_ERRORS = (StageInputError, ValueError, FileExistsError, FileNotFoundError)
+
+
+def stage_module(stage: str):
+    """Imported lazily: TF and Beam are heavy, and each stage may run on its own machine."""
+    return importlib.import_module(STAGE_MODULES[stage])
+
+
+def parse_stages(text: str) -> list[str]:
+    stages = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = [s for s in stages if s not in STAGE_ORDER]
+    if unknown or not stages:
+        raise argparse.ArgumentTypeError(
+            f"unknown stage(s) {unknown or text!r}; choose from {','.join(STAGE_ORDER)}")
+    return [s for s in STAGE_ORDER if s in stages]  # always run in pipeline order
+
+
+def add_driver_args(parser: argparse.ArgumentParser) -> None:
+    """Flags only the driver has (the template metadata lists these and the stages' flags)."""
+    parser.add_argument("--output_dir", default=DEFAULT_OUTPUT_DIR,
+                        help="Root of all artifacts: preproc/, model/, predictions/, report.html "
+                             "(local path or gs://).")
+    parser.add_argument("--stages", type=parse_stages, default=list(STAGE_ORDER),
+                        help="Comma-separated subset of preprocess,train,predict (default: all).")
+    parser.add_argument("--trainer", choices=["local", "vertex"], default="local",
+                        help="Train where this command runs (local) or as a Vertex AI custom job.")
+    parser.add_argument("--no_report", action="store_true",
+                        help="Do not write report.html at the end.")
+    vertex.add_args(parser)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.run", allow_abbrev=False,
+        description="GA360 -> WALS recommendations: preprocess, train and predict in one command. "
+                    "Unrecognised --flags are Beam pipeline options (--runner, --project, ...).")
+    add_driver_args(parser)
+    add_shared_args(parser)
+    for stage in STAGE_ORDER:
+        stage_module(stage).add_args(parser)
+    return parser
+
+
+def _normalise_booleans(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """Accepts --flag=true/false for on/off flags: Flex Templates pass every parameter that way."""
+    switches = {opt for a in parser._actions if isinstance(a, argparse._StoreTrueAction)
+                for opt in a.option_strings}
+    out = []
+    for token in argv:
+        name, eq, value = token.partition("=")
+        if eq and name in switches and value.lower() in ("true", "false"):
+            out += [name] if value.lower() == "true" else []
+        else:
+            out.append(token)
+    return out
+
+
+def _unknown_beam_flags(beam_argv: list[str]) -> list[str]:
+    """Flags in beam_argv that no Beam PipelineOptions class defines (typos, misplaced flags)."""
+    from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
+
+    beam_parser = _BeamArgumentParser(allow_abbrev=False)
+    for cls in {str(c): c for c in PipelineOptions.__subclasses__()}.values():
+        cls._add_argparse_args(beam_parser)  # how PipelineOptions.get_all_options collects them
+    _, unknown = beam_parser.parse_known_args(beam_argv)
+    return [t for t in unknown if t.startswith("-")]
+
+
+def check_beam_argv(parser: argparse.ArgumentParser, beam_argv: list[str]) -> None:
+    for i, token in enumerate(beam_argv):
+        follows_flag = i > 0 and beam_argv[i - 1].startswith("--") and "=" not in beam_argv[i - 1]
+        if not token.startswith("--") and not follows_flag:
+            parser.error(f"unexpected argument {token!r} (flags look like --name=value)")
+    unknown = _unknown_beam_flags(beam_argv)
+    if unknown:
+        parser.error(f"unrecognised flag(s) {' '.join(unknown)}: neither a pipeline flag (see --help) "
+                     "nor a Beam pipeline option")
+
+
+def resolve_date(value: str | None, today: dt.date) -> str | None:
+    """YYYYMMDD passes through; 'today', 'today-N' and 'yesterday' become YYYYMMDD (UTC).
+
+    Lets a fixed Cloud Scheduler body ask for "the last 7 days" on every run.
+    """
+    match = RELATIVE_DATE.match(value or "")
+    if not match:
+        return value
+    days = 1 if value == "yesterday" else int(match.group(1) or 0)
+    return (today - dt.timedelta(days=days)).strftime("%Y%m%d")
+
+
+def parse_args(argv: list[str] | None = None, today: dt.date | None = None
+               ) -> tuple[argparse.Namespace, list[str]]:
+    """Returns (flags, beam_argv); exits with a usage error on a bad flag."""
+    parser = build_parser()
+    argv = _normalise_booleans(parser, list(sys.argv[1:] if argv is None else argv))
+    args, beam_argv = parser.parse_known_args(argv)
+    check_beam_argv(parser, beam_argv)
+    today = today or dt.datetime.now(dt.timezone.utc).date()
+    for name in DATE_FLAGS:
+        if hasattr(args, name):
+            setattr(args, name, resolve_date(getattr(args, name), today))
+    return args, beam_argv
+
+
+def stage_args(stage: str, args: argparse.Namespace) -> argparse.Namespace:
+    """A copy of the flags with the stage's paths (ARCHITECTURE.md table) under --output_dir."""
+    ns = argparse.Namespace(**vars(args))
+    root = args.output_dir
+    if stage == "train":
+        ns.input_dir, ns.output_dir = stage_dir(root, PREPROC), stage_dir(root, MODEL)
+    elif stage == "predict":
+        ns.preproc_dir, ns.model_dir = stage_dir(root, PREPROC), stage_dir(root, MODEL)
+        ns.output_dir = stage_dir(root, PREDICTIONS)
+    return ns
+
+
+def run_stage(stage: str, args: argparse.Namespace, beam_argv: list[str]) -> dict:
+    ns = stage_args(stage, args)
+    if stage == "train":
+        if args.trainer == "vertex":
+            return vertex.run(ns, list(beam_argv), args)
+        return stage_module(stage).run(ns)
+    return stage_module(stage).run(ns, list(beam_argv))
+
+
+def check_runner(args: argparse.Namespace, beam_argv: list[str]) -> None:
+    """Remote workers cannot write to this machine's disk: fail before starting a remote job."""
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+    runner = PipelineOptions(beam_argv).view_as(StandardOptions).runner or ""
+    if "dataflow" in runner.lower() and not args.output_dir.startswith("gs://"):
+        raise ValueError(f"--runner={runner} needs --output_dir on gs:// (got {args.output_dir})")
+
+
+def check_upfront(args: argparse.Namespace) -> None:
+    """Inputs of the first selected stage must already exist: fail before anything is written."""
+    first = args.stages[0]
+    check_stage_inputs(first, args.output_dir)
+    if "predict" in args.stages and "train" not in args.stages and first != "predict":
+        model_json = join(args.output_dir, MODEL, "model.json")
+        import tensorflow as tf
+        if not tf.io.gfile.exists(model_json):
+            raise StageInputError(f"model description not found at {model_json}; it is written by the "
+                                  "'train' stage (add it to --stages)")
+
+
+def run_pipeline(args: argparse.Namespace, beam_argv: list[str]) -> dict:
+    """Runs the selected stages in order; returns {stage: summary dict} plus 'seconds'."""
+    check_runner(args, beam_argv)
+    check_upfront(args)
+    summaries, seconds = {}, {}
+    for stage in args.stages:
+        check_stage_inputs(stage, args.output_dir)
+        start = time.monotonic()
+        summaries[stage] = run_stage(stage, args, beam_argv) or {}
+        seconds[stage] = round(time.monotonic() - start, 1)
+        log.info("stage %s finished in %.1f s: %s", stage, seconds[stage],
+                 _counts(summaries[stage]))
+    summaries["seconds"] = seconds
+    return summaries
+
+
+def _counts(summary: dict) -> str:
+    keys = [k for k, v in summary.items() if isinstance(v, int) and not isinstance(v, bool)]
+    return ", ".join(f"{k}={summary[k]}" for k in keys[:8]) or "done"
+
+
+def finish(args: argparse.Namespace, summaries: dict) -> None:
+    """Prints the run summary and writes report.html (the stages' artifacts are the source)."""
+    from pipeline import report
+
+    run = report.collect_run(args.output_dir)
+    print(report.format_summary(run, summaries.get("seconds", {})), flush=True)
+    if args.no_report:
+        return
+    try:
+        path = report.write_report(args.output_dir, run)
+        print(f"report: {path}", flush=True)
+    except Exception as exc:  # the artifacts are complete; a broken plot must not fail the run
+        log.error("report.html not written: %s: %s", type(exc).__name__, exc)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Returns the process exit code: 0 ok, 1 stage failure, 2 bad flags or missing inputs."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        args, beam_argv = parse_args(argv)
+        summaries = run_pipeline(args, beam_argv)
+        finish(args, summaries)
+        return 0
+    except SystemExit as exc:  # argparse already printed the usage error
+        return exc.code if isinstance(exc.code, int) else 2
+    except StageInputError as exc:
+        log.error("error: %s", exc)
+        return 2
+    except USAGE_ERRORS as exc:
+        log.error("error: %s: %s", type(exc).__name__, exc)
+        return 1
+    except Exception as exc:  # unexpected: keep the traceback, end with one clear line
+        log.exception("pipeline failed")
+        log.error("error: %s: %s", type(exc).__name__, exc)
+        return 1
+
+
+def exit_now(code: int) -> None:
+    """Flush and leave without interpreter teardown: Beam has been seen to SIGSEGV there."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    exit_now(main())

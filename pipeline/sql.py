@@ -1,0 +1,174 @@
+"""BigQuery standard SQL for the GA presets, with strict validation of everything interpolated.
+
+The queries give exactly what `pipeline.ga` computes on the export files (one row per
+(visitorId, contentId), summed across sessions, value > 0), including the whole-session rejects
+that can happen on typed BigQuery data: a session with a PAGE hit lacking time or hitNumber, two
+PAGE hits sharing a hitNumber, an empty content id or an absurd time on page yields nothing, like
+the row `ga.session_interactions` rejects. Sessions are partitioned by (fullVisitorId, visitId):
+the old course query partitioned by visitor only and so carried time across sessions.
+
+Nothing from the command line reaches the SQL unchecked: the table name must match a strict
+project.dataset.table pattern, dates must be real YYYYMMDD dates, numbers are formatted from
+validated ints/floats. UNNEST elements are always aliased (`UNNEST(s.hits) AS h`) so the text
+also transpiles (sqlglot, BigQuery -> DuckDB) for the local execution check.
+"""
+from __future__ import annotations
+
+import datetime
+import math
+import re
+
+from pipeline.ga import (DEFAULT_CONTENT_DIMENSION, DEFAULT_MAX_TIME_ON_PAGE_MS,
+                         DEFAULT_PURCHASE_WEIGHT, PRESETS)
+
+# project: 6-30 chars, lowercase letters/digits/hyphens, optional legacy "domain.com:" prefix;
+# dataset: letters/digits/underscores; table: letters/digits/underscores/hyphens, optional `*`.
+_TABLE_RE = re.compile(
+    r"(?:[a-z][a-z0-9.-]{0,62}:)?[a-z][a-z0-9-]{4,28}[a-z0-9]"
+    r"\.[A-Za-z_][A-Za-z0-9_]{0,1023}"
+    r"\.(?:[A-Za-z0-9_][A-Za-z0-9_-]{0,1023}\*?|\*)")
+_DATE_RE = re.compile(r"\d{8}")
+MAX_CUSTOM_DIMENSION = 200  # GA360 has custom dimensions 1..200
+
+
+def validate_table(table: str) -> str:
+    """Returns `table` if it is a plain `project.dataset.table` (trailing `*` allowed), else ValueError."""
+    if not isinstance(table, str) or not _TABLE_RE.fullmatch(table):
+        raise ValueError(
+            f"invalid BigQuery table {table!r}: expected project.dataset.table, e.g. "
+            "my-project.my_dataset.ga_sessions_* (project: lowercase letters, digits, hyphens; "
+            "dataset: letters, digits, underscores; table: letters, digits, underscores, "
+            "hyphens, optional trailing *; no quotes, spaces or other characters)")
+    return table
+
+
+def validate_date(date: str, flag: str = "date") -> str:
+    """Returns a YYYYMMDD string that is a real calendar date, else ValueError."""
+    if not isinstance(date, str) or not _DATE_RE.fullmatch(date):
+        raise ValueError(f"invalid {flag} {date!r}: expected YYYYMMDD, e.g. 20240131")
+    try:
+        datetime.datetime.strptime(date, "%Y%m%d")
+    except ValueError:
+        raise ValueError(f"invalid {flag} {date!r}: not a calendar date") from None
+    return date
+
+
+def build_query(preset: str, table: str, *, content_dimension: int = DEFAULT_CONTENT_DIMENSION,
+                start_date: str | None = None, end_date: str | None = None,
+                purchase_weight: float = DEFAULT_PURCHASE_WEIGHT,
+                max_time_on_page_ms: int = DEFAULT_MAX_TIME_ON_PAGE_MS) -> str:
+    """Standard SQL giving columns visitorId, contentId, value (FLOAT64 > 0), summed across sessions.
+
+    start_date / end_date (YYYYMMDD, inclusive) filter `_TABLE_SUFFIX`, so they need a wildcard
+    table (`...ga_sessions_*`); they also keep out `ga_sessions_intraday_*` tables, whose
+    suffix starts with a letter.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"unknown GA preset {preset!r}; expected one of {PRESETS}")
+    table = validate_table(table)
+    where = ["s.fullVisitorId IS NOT NULL", "TRIM(s.fullVisitorId) != ''",
+             "s.visitId IS NOT NULL"] + _date_filter(table, start_date, end_date)
+    if preset == "news":
+        return _news_query(table, " AND ".join(where),
+                           _checked_int(content_dimension, "content_dimension", 1,
+                                        MAX_CUSTOM_DIMENSION),
+                           _checked_int(max_time_on_page_ms, "max_time_on_page_ms", 1, 10**12))
+    if not (isinstance(purchase_weight, (int, float)) and not isinstance(purchase_weight, bool)
+            and math.isfinite(purchase_weight) and purchase_weight >= 0):
+        raise ValueError(f"purchase_weight must be a finite number >= 0, got {purchase_weight!r}")
+    return _ecommerce_query(table, " AND ".join(where), float(purchase_weight))
+
+
+def _date_filter(table: str, start_date: str | None, end_date: str | None) -> list[str]:
+    if start_date is None and end_date is None:
+        return []
+    if not table.endswith("*"):
+        raise ValueError(f"--start_date/--end_date filter _TABLE_SUFFIX and need a wildcard "
+                         f"table such as project.dataset.ga_sessions_*; got {table!r}")
+    conditions = []
+    if start_date is not None:
+        conditions.append(f"_TABLE_SUFFIX >= '{validate_date(start_date, 'start_date')}'")
+    if end_date is not None:
+        conditions.append(f"_TABLE_SUFFIX <= '{validate_date(end_date, 'end_date')}'")
+    if start_date is not None and end_date is not None and start_date > end_date:
+        raise ValueError(f"start_date {start_date} is after end_date {end_date}")
+    return conditions
+
+
+def _checked_int(value: int, name: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{name} must be an integer in [{low}, {high}], got {value!r}")
+    return value
+
+
+def _news_query(table: str, where: str, content_dimension: int, max_time_on_page_ms: int) -> str:
+    return f"""\
+WITH page_hits AS (
+  SELECT
+    s.fullVisitorId AS visitorId,
+    s.visitId AS visitId,
+    h.time AS hit_time_ms,
+    h.hitNumber AS hit_number,
+    (SELECT cd.value FROM UNNEST(h.customDimensions) AS cd WITH OFFSET AS cd_pos
+     WHERE cd.index = {content_dimension} ORDER BY cd_pos LIMIT 1) AS contentId,
+    EXISTS(SELECT 1 FROM UNNEST(h.customDimensions) AS cd
+           WHERE cd.index = {content_dimension}) AS has_content_dimension
+  FROM `{table}` AS s, UNNEST(s.hits) AS h
+  WHERE {where} AND h.type = 'PAGE'
+),
+timed_pages AS (
+  SELECT
+    visitorId, visitId, contentId, hit_time_ms, hit_number, has_content_dimension,
+    -- time on page: next PAGE hit of the same session minus this one (NULL for the last)
+    LEAD(hit_time_ms) OVER (PARTITION BY visitorId, visitId ORDER BY hit_time_ms, hit_number)
+      - hit_time_ms AS time_on_page_ms,
+    COUNT(*) OVER (PARTITION BY visitorId, visitId, hit_number) AS pages_with_hit_number
+  FROM page_hits
+),
+checked_pages AS (
+  SELECT
+    visitorId, contentId, time_on_page_ms,
+    -- a session pipeline.ga would reject contributes nothing
+    MAX(CASE WHEN hit_time_ms IS NULL OR hit_number IS NULL OR pages_with_hit_number > 1
+               OR (has_content_dimension AND COALESCE(TRIM(contentId), '') = '')
+               OR time_on_page_ms > {max_time_on_page_ms}
+             THEN 1 ELSE 0 END) OVER (PARTITION BY visitorId, visitId) AS session_rejected
+  FROM timed_pages
+)
+SELECT visitorId, contentId, CAST(SUM(time_on_page_ms) AS FLOAT64) AS value
+FROM checked_pages
+WHERE session_rejected = 0 AND contentId IS NOT NULL AND time_on_page_ms IS NOT NULL
+GROUP BY visitorId, contentId
+HAVING SUM(time_on_page_ms) > 0
+"""
+
+
+def _ecommerce_query(table: str, where: str, purchase_weight: float) -> str:
+    return f"""\
+WITH product_actions AS (
+  SELECT
+    s.fullVisitorId AS visitorId,
+    s.visitId AS visitId,
+    p.productSKU AS contentId,
+    -- '2' = product detail view, '6' = purchase
+    CASE WHEN h.eCommerceAction.action_type = '2' THEN 1.0
+         ELSE {purchase_weight!r} END AS score
+  FROM `{table}` AS s, UNNEST(s.hits) AS h, UNNEST(h.product) AS p
+  WHERE {where}
+    AND h.eCommerceAction.action_type IN ('2', '6')
+    AND (p.isImpression IS NULL OR p.isImpression = FALSE)
+),
+checked_actions AS (
+  SELECT
+    visitorId, contentId, score,
+    -- a session pipeline.ga would reject (empty SKU) contributes nothing
+    MAX(CASE WHEN COALESCE(TRIM(contentId), '') = '' THEN 1 ELSE 0 END)
+      OVER (PARTITION BY visitorId, visitId) AS session_rejected
+  FROM product_actions
+)
+SELECT visitorId, contentId, CAST(SUM(score) AS FLOAT64) AS value
+FROM checked_actions
+WHERE session_rejected = 0
+GROUP BY visitorId, contentId
+HAVING SUM(score) > 0
+"""

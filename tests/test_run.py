@@ -1,0 +1,216 @@
+"""pipeline.run: flag plumbing (what each stage receives), stage-contract errors, exit codes.
+
+The three stages are replaced by recording stand-ins (installed in sys.modules) that take the
+flags the real ones own and write the same artifacts as the real ones (test_run_fixtures), so
+these tests isolate the driver; tests/test_run_e2e.py runs the real stages.
+"""
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+import types
+
+import pytest
+
+from pipeline import run as driver
+from pipeline import vertex
+from test_run_fixtures import write_model, write_predictions, write_preproc
+
+DATAFLOW_FLAGS = ["--runner=DataflowRunner", "--project", "my-proj", "--region=europe-west1",
+                  "--temp_location", "gs://bucket/tmp", "--setup_file=./setup.py"]
+
+
+@pytest.fixture
+def stages(monkeypatch):
+    """Recording stand-ins for the stage modules; returns {stage: [(args, beam_argv), ...]}."""
+    calls = {"preprocess": [], "train": [], "predict": []}
+
+    def preprocess_add_args(p):
+        p.add_argument("--source", choices=("bigquery", "ga_export", "interactions"), default="ga_export")
+        p.add_argument("--input", default="pipeline/data/sample.ndjson.gz")
+        p.add_argument("--start_date")
+        p.add_argument("--end_date")
+
+    def preprocess_run(args, beam_argv):
+        calls["preprocess"].append((args, list(beam_argv)))
+        if not args.output_dir.startswith("gs://"):
+            write_preproc(args.output_dir)
+        return {"nusers": 6, "nitems": 5}
+
+    def train_run(args):
+        calls["train"].append((args, None))
+        if not args.output_dir.startswith("gs://"):
+            write_model(os.path.dirname(args.output_dir))
+        return {"epochs": 3}
+
+    def predict_run(args, beam_argv):
+        calls["predict"].append((args, list(beam_argv)))
+        if not args.output_dir.startswith("gs://"):
+            write_predictions(os.path.dirname(args.output_dir), ["visitor0\tarticle2,article1"])
+        return {"users": 6}
+
+    modules = {
+        "pipeline.preprocess": (preprocess_add_args, preprocess_run),
+        "trainer.task": (lambda p: p.add_argument("--epochs", type=int, default=10), train_run),
+        "batch_predict.run": (lambda p: p.add_argument("--engine", choices=["local", "beam"],
+                                                       default="local"), predict_run),
+    }
+    for name, (add_args, run) in modules.items():
+        module = types.ModuleType(name)
+        module.add_args, module.run = add_args, run
+        monkeypatch.setitem(sys.modules, name, module)
+    return calls
+
+
+def test_defaults_run_everything_under_output(stages):
+    args, beam_argv = driver.parse_args([])
+    assert args.output_dir == "output" and args.stages == ["preprocess", "train", "predict"]
+    assert (args.top_k, args.trainer, beam_argv) == (10, "local", [])
+
+
+def test_each_stage_gets_its_paths_and_beam_flags_go_only_to_beam_stages(stages, tmp_path, capsys):
+    root = str(tmp_path / "out")
+    beam = ["--runner=DirectRunner", "--direct_num_workers", "2", "--temp_location", str(tmp_path)]
+    assert driver.main(["--output_dir", root, "--top_k", "3", "--epochs", "4"] + beam) == 0
+
+    (pre, pre_argv), = stages["preprocess"]
+    (train, train_argv), = stages["train"]
+    (pred, pred_argv), = stages["predict"]
+    assert pre.output_dir == root and pre_argv == beam
+    assert (train.input_dir, train.output_dir) == (f"{root}/preproc", f"{root}/model")
+    assert train_argv is None and train.epochs == 4 and train.top_k == 3
+    assert (pred.preproc_dir, pred.model_dir, pred.output_dir) == (
+        f"{root}/preproc", f"{root}/model", f"{root}/predictions")
+    assert pred_argv == beam and pred.top_k == 3
+    out = capsys.readouterr().out
+    assert "visitor0 -> article2,article1" in out and f"{root}/predictions" in out
+    assert os.path.getsize(f"{root}/report.html") > 1000
+
+
+def test_dataflow_flags_pass_through_untouched(stages):
+    args, beam_argv = driver.parse_args(["--output_dir", "gs://bucket/run"] + DATAFLOW_FLAGS)
+    assert beam_argv == DATAFLOW_FLAGS
+    for stage in ("preprocess", "train", "predict"):
+        driver.run_stage(stage, args, beam_argv)
+    assert stages["preprocess"][0][1] == DATAFLOW_FLAGS and stages["predict"][0][1] == DATAFLOW_FLAGS
+    assert stages["train"][0][1] is None
+    assert stages["train"][0][0].input_dir == "gs://bucket/run/preproc"
+    assert stages["predict"][0][0].output_dir == "gs://bucket/run/predictions"
+
+
+def test_dataflow_runner_with_local_output_is_refused_before_any_stage(stages, tmp_path, caplog):
+    code = driver.main(["--output_dir", str(tmp_path / "out")] + DATAFLOW_FLAGS)
+    assert code == 1 and "needs --output_dir on gs://" in caplog.text
+    assert stages["preprocess"] == [] and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--top-k", "5"], "unrecognised flag(s) --top-k"),
+    (["stray"], "unexpected argument 'stray'"),
+    (["--stages", "preprocess,serve"], "unknown stage(s) ['serve']"),
+    (["--trainer", "gpu"], "invalid choice: 'gpu'"),
+])
+def test_bad_flags_exit_2_with_a_clear_message(stages, argv, message, capsys):
+    assert driver.main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert stages["preprocess"] == []
+
+
+def test_train_without_preproc_says_what_is_missing_and_writes_nothing(stages, tmp_path, caplog):
+    root = tmp_path / "out"
+    assert driver.main(["--stages", "train", "--output_dir", str(root)]) == 2
+    assert f"{root}/preproc/metadata.json" in caplog.text and "'preprocess' stage" in caplog.text
+    assert stages["train"] == [] and not root.exists()
+
+
+def test_predict_with_model_of_another_preproc_run_is_refused(stages, tmp_path, caplog):
+    write_preproc(str(tmp_path), nusers=6, nitems=5)
+    write_model(str(tmp_path), nusers=6, nitems=4)
+    assert driver.main(["--stages", "predict", "--output_dir", str(tmp_path)]) == 2
+    assert "nitems=4" in caplog.text and "nitems=5" in caplog.text
+    assert stages["predict"] == [] and not (tmp_path / "predictions").exists()
+
+
+def test_preproc_vocabulary_and_metadata_disagreeing_is_refused(stages, tmp_path, caplog):
+    write_preproc(str(tmp_path), nusers=6, nitems=5)
+    meta_path = tmp_path / "preproc" / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps(dict(meta, nusers=7)))
+    assert driver.main(["--stages", "train", "--output_dir", str(tmp_path)]) == 2
+    assert "vocab_users has 6 entries" in caplog.text and "nusers=7" in caplog.text
+
+
+def test_preprocess_and_predict_without_a_model_fail_before_preprocessing(stages, tmp_path, caplog):
+    assert driver.main(["--stages", "preprocess,predict", "--output_dir", str(tmp_path / "o")]) == 2
+    assert "'train' stage" in caplog.text and stages["preprocess"] == []
+
+
+def test_stage_failure_stops_the_run_with_exit_1(stages, tmp_path, caplog, monkeypatch):
+    def failing_preprocess(args, beam_argv):
+        raise ValueError("12 of 40 rows rejected, above --max_rejected_fraction")
+    monkeypatch.setattr(sys.modules["pipeline.preprocess"], "run", failing_preprocess)
+    assert driver.main(["--output_dir", str(tmp_path / "o")]) == 1
+    assert "max_rejected_fraction" in caplog.text.splitlines()[-1]
+    assert stages["train"] == [] and stages["predict"] == []
+
+
+def test_relative_dates_become_a_window_and_flex_booleans_are_accepted(stages):
+    args, _ = driver.parse_args(["--start_date=today-7", "--end_date=yesterday", "--overwrite=true"],
+                                today=dt.date(2026, 3, 2))
+    assert (args.start_date, args.end_date, args.overwrite) == ("20260223", "20260301", True)
+    args, _ = driver.parse_args(["--start_date", "20250101", "--overwrite=false"])
+    assert (args.start_date, args.end_date, args.overwrite) == ("20250101", None, False)
+
+
+def test_vertex_job_spec_carries_trainer_flags_not_beam_flags(stages):
+    args, beam_argv = driver.parse_args(["--output_dir", "gs://bucket/run", "--trainer", "vertex",
+                                         "--epochs", "7", "--overwrite", "--vertex_image",
+                                         "europe-docker.pkg.dev/p/r/ga-wals:1"] + DATAFLOW_FLAGS)
+    spec = vertex.build_custom_job_spec(driver.stage_args("train", args), image=args.vertex_image,
+                                        machine_type=args.vertex_machine_type, display_name="t")
+    (pool,) = spec["worker_pool_specs"]
+    container = pool["container_spec"]
+    assert container["image_uri"] == "europe-docker.pkg.dev/p/r/ga-wals:1"
+    assert container["command"] == ["python", "-m", "trainer.task"]
+    assert sorted(container["args"]) == sorted([
+        "--input_dir=gs://bucket/run/preproc", "--output_dir=gs://bucket/run/model",
+        "--top_k=10", "--seed=42", "--overwrite", "--epochs=7"])
+    assert pool["machine_spec"]["machine_type"] == args.vertex_machine_type
+    assert vertex.cloud_options(beam_argv) == ("my-proj", "europe-west1", "gs://bucket/tmp")
+
+
+def test_vertex_trainer_submits_the_spec_instead_of_training_here(stages, monkeypatch):
+    submitted = {}
+
+    def fake_submit(spec, **where):  # nothing may reach Google Cloud from a test
+        submitted.update(spec=spec, **where)
+        return "projects/1/locations/europe-west1/customJobs/9"
+    monkeypatch.setattr(vertex, "submit_custom_job", fake_submit)
+    monkeypatch.setattr(vertex, "read_json", lambda path: {"model_json": path})
+    args, beam_argv = driver.parse_args(["--output_dir", "gs://b/run", "--trainer=vertex",
+                                         "--vertex_image=gcr.io/p/img:2"] + DATAFLOW_FLAGS)
+    summary = driver.run_stage("train", args, beam_argv)
+    assert stages["train"] == []
+    assert summary == {"model_json": "gs://b/run/model/model.json",
+                       "vertex_job": "projects/1/locations/europe-west1/customJobs/9"}
+    assert (submitted["project"], submitted["region"]) == ("my-proj", "europe-west1")
+    assert "--runner=DataflowRunner" not in submitted["spec"]["worker_pool_specs"][0]["container_spec"]["args"]
+
+
+@pytest.mark.parametrize("output_dir, image, message", [
+    ("local/out", "gcr.io/p/img", "needs --output_dir on gs://"),
+    ("gs://b/run", None, "needs --vertex_image"),
+])
+def test_vertex_spec_refuses_what_a_vertex_worker_cannot_use(stages, output_dir, image, message):
+    args, _ = driver.parse_args(["--output_dir", output_dir])
+    with pytest.raises(ValueError, match=message.replace("-", r"\-")):
+        vertex.build_custom_job_spec(driver.stage_args("train", args), image=image,
+                                     machine_type="n1-standard-4", display_name="t")
+
+
+def test_stage_args_are_copies(stages):
+    args, _ = driver.parse_args(["--output_dir", "root"])
+    train = driver.stage_args("train", args)
+    assert isinstance(train, argparse.Namespace) and args.output_dir == "root"
+    assert train.output_dir == "root/model"

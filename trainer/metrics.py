@@ -1,0 +1,153 @@
+"""Held-out evaluation: top-k ranking metrics, RMSE, coverage, and a popularity baseline.
+
+Every recommender is scored through one function, `evaluate(score_users, ...)`, where
+`score_users(user_ids) -> float32 [len(user_ids), nitems]` gives scores for a block of users,
+so WALS, `implicit` (benchmark) and popularity are ranked identically. Users are processed in
+blocks so memory is bounded by block × nitems. For each user with at least one held-out item,
+training ("seen") items are excluded, the top k remaining items are taken, and with
+hit_r = 1 if the item at rank r (0-based) is held out, T the held-out set:
+
+    precision@k = Σ hit_r / k                recall@k = Σ hit_r / |T|
+    AP@k        = Σ_r hit_r · precision@(r+1) / min(k, |T|)
+    NDCG@k      = Σ_r hit_r / log2(r + 2)  /  Σ_{r < min(k, |T|)} 1 / log2(r + 2)
+
+(the definitions of `implicit.evaluation.ranking_metrics_at_k` for MAP and NDCG), each averaged
+over evaluated users. Catalog coverage = distinct recommended items / nitems. RMSE is over the
+held-out ratings.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+ScoreFn = Callable[[np.ndarray], np.ndarray]
+
+
+def split_holdout(users: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask of held-out entries: a seeded share of each user's interactions.
+
+    A user with n interactions gives round(fraction · n) of them, but always keeps at least
+    one for training (users with one interaction are never evaluated).
+    """
+    if not 0 <= fraction < 1:
+        raise ValueError(f"eval fraction must be in [0, 1), got {fraction}")
+    rng = np.random.default_rng(seed)
+    order = np.lexsort((rng.random(users.size), users))          # shuffled within each user
+    counts = np.bincount(users)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rank = np.empty(users.size, np.int64)
+    rank[order] = np.arange(users.size) - starts[users[order]]
+    n_held = np.minimum(np.rint(fraction * counts), np.maximum(counts - 1, 0))
+    return rank < n_held[users]
+
+
+def csr_rows(rows: np.ndarray, cols: np.ndarray, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """(indptr, indices) of a 0/1 matrix given by COO coordinates."""
+    order = np.lexsort((cols, rows))
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=n_rows))])
+    return indptr, cols[order]
+
+
+def _gather_rows(indptr: np.ndarray, indices: np.ndarray, block: np.ndarray):
+    """(local row, col) of every entry of the rows in `block` (vectorized CSR slicing)."""
+    lengths = indptr[block + 1] - indptr[block]
+    local = np.repeat(np.arange(block.size), lengths)
+    offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return local, indices[np.repeat(indptr[block], lengths) + offsets]
+
+
+def top_k_unseen(scores: np.ndarray, seen_rows: np.ndarray, seen_cols: np.ndarray,
+                 k: int) -> np.ndarray:
+    """Top-k columns per row best first, seen ones excluded; -1 where fewer than k remain."""
+    scores = scores.astype(np.float64, copy=True)
+    scores[seen_rows, seen_cols] = -np.inf
+    k = min(k, scores.shape[1])
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    top_scores = np.take_along_axis(scores, top, axis=1)
+    order = np.argsort(-top_scores, axis=1, kind="stable")
+    top = np.take_along_axis(top, order, axis=1)
+    return np.where(np.take_along_axis(top_scores, order, axis=1) == -np.inf, -1, top)
+
+
+def ranking_scores(hits: np.ndarray, n_held: np.ndarray, k: int) -> dict[str, np.ndarray]:
+    """Per-user precision/recall/AP/NDCG from the 0/1 hit matrix [U, k] (rank order)."""
+    hits = hits.astype(np.float64)
+    discounts = 1.0 / np.log2(np.arange(k) + 2.0)
+    ideal = np.cumsum(discounts)[np.minimum(n_held, k) - 1]
+    precision_at = np.cumsum(hits, axis=1) / np.arange(1, k + 1)
+    return {
+        "precision": hits.sum(1) / k,
+        "recall": hits.sum(1) / n_held,
+        "map": (hits * precision_at).sum(1) / np.minimum(n_held, k),
+        "ndcg": (hits * discounts).sum(1) / ideal,
+    }
+
+
+def evaluate(score_users: ScoreFn, train: tuple[np.ndarray, np.ndarray],
+             test: tuple[np.ndarray, np.ndarray], nusers: int, nitems: int, k: int,
+             block_size: int = 1024, max_users: int | None = None,
+             prefix: str = "") -> dict[str, float]:
+    """precision/recall/map/ndcg@k and coverage of `score_users` on the held-out `test`.
+
+    train / test are (user ids, item ids) COO pairs. `max_users` evaluates only the first
+    that many test users (cheap per-epoch monitoring); keys are prefixed with `prefix`.
+    """
+    train_ptr, train_items = csr_rows(*train, nusers)
+    test_ptr, test_items = csr_rows(*test, nusers)
+    n_test = np.diff(test_ptr)
+    eval_users = np.flatnonzero(n_test)[:max_users]
+    totals = {name: 0.0 for name in ("precision", "recall", "map", "ndcg")}
+    recommended_items = np.zeros(nitems, bool)
+    for begin in range(0, eval_users.size, block_size):
+        block = eval_users[begin:begin + block_size]
+        seen_rows, seen_cols = _gather_rows(train_ptr, train_items, block)
+        top = top_k_unseen(score_users(block), seen_rows, seen_cols, k)
+        held_rows, held_cols = _gather_rows(test_ptr, test_items, block)
+        held_codes = held_rows.astype(np.int64) * nitems + held_cols
+        top_codes = np.arange(block.size)[:, None].astype(np.int64) * nitems + top
+        hits = np.isin(top_codes, held_codes) & (top >= 0)
+        width = top.shape[1]
+        for name, values in ranking_scores(hits, n_test[block], width).items():
+            totals[name] += float(values.sum())
+        recommended_items[top[top >= 0]] = True
+    count = max(eval_users.size, 1)
+    result = {f"{prefix}{name}@{k}": total / count for name, total in totals.items()}
+    result[f"{prefix}coverage@{k}"] = float(recommended_items.sum()) / max(nitems, 1)
+    result[f"{prefix}users_evaluated"] = int(eval_users.size)
+    return result
+
+
+def rmse(predict: Callable[[np.ndarray, np.ndarray], np.ndarray], users: np.ndarray,
+         items: np.ndarray, ratings: np.ndarray, chunk: int = 1 << 20) -> float:
+    """Root mean squared error of predict(users, items) on the held-out ratings, chunked."""
+    if ratings.size == 0:
+        return float("nan")
+    squared = 0.0
+    for begin in range(0, ratings.size, chunk):
+        part = slice(begin, begin + chunk)
+        squared += float(np.sum((predict(users[part], items[part]) - ratings[part]) ** 2))
+    return float(np.sqrt(squared / ratings.size))
+
+
+def factor_scorer(row_factors: np.ndarray, col_factors: np.ndarray) -> ScoreFn:
+    return lambda block: row_factors[block] @ col_factors.T
+
+
+def factor_predictor(row_factors: np.ndarray, col_factors: np.ndarray):
+    return lambda u, i: np.einsum("nk,nk->n", row_factors[u], col_factors[i])
+
+
+def popularity_scorer(train_items: np.ndarray, nitems: int) -> ScoreFn:
+    """Same score for every user: the item's number of training interactions."""
+    popularity = np.bincount(train_items, minlength=nitems).astype(np.float32)
+    return lambda block: np.broadcast_to(popularity, (block.size, nitems))
+
+
+def item_mean_predictor(train_items: np.ndarray, train_ratings: np.ndarray, nitems: int):
+    """Popularity baseline's rating prediction: item's mean training rating (global mean if none)."""
+    counts = np.bincount(train_items, minlength=nitems)
+    sums = np.bincount(train_items, weights=train_ratings, minlength=nitems)
+    global_mean = float(train_ratings.mean()) if train_ratings.size else 0.0
+    means = np.where(counts > 0, sums / np.maximum(counts, 1), global_mean)
+    return lambda u, i: means[i]

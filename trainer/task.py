@@ -1,0 +1,257 @@
+"""Train stage: WALS on the preprocess stage's TFRecords; writes model/ (docs/ARCHITECTURE.md).
+
+    python -m trainer.task --input_dir OUTPUT/preproc --output_dir OUTPUT/model [--overwrite]
+
+Output dir rules: an empty or missing dir starts fresh. A non-empty dir is *resumed* from its
+last checkpoint when its run_config.json (hyperparameters + seed + identity of the input)
+equals this run's - that is the restart-after-kill path, and rerunning a finished model just
+rewrites the same outputs. Any other non-empty dir is refused with the differing keys unless
+--overwrite, which deletes it and starts fresh.
+
+Defaults were tuned on MovieLens ml-latest-small (benchmarks/wals_vs_implicit.py, ratings
+scaled like the pipeline: min(0.3 · value / median, 1)).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import sys
+import time
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.framework import summary_pb2
+
+from trainer import input as wals_input
+from trainer import metrics, wals
+
+join = wals_input.join
+RUN_CONFIG = "run_config.json"
+PER_EPOCH_EVAL_USERS = 2000  # per-epoch monitoring only; the final metrics use every user
+
+
+def add_args(parser: argparse.ArgumentParser) -> None:
+    """Flags owned by the train stage (shared ones come from pipeline/cli.py)."""
+    group = parser.add_argument_group("trainer (WALS)")
+    group.add_argument("--n_embeds", type=int, default=32, help="Latent factors k.")
+    group.add_argument("--regularization", type=float, default=0.5,
+                       help="L2 weight λ on both factor matrices (> 0).")
+    group.add_argument("--unobserved_weight", type=float, default=0.01,
+                       help="Weight w0 of every unobserved (user, item) pair.")
+    group.add_argument("--col_weights", choices=wals.COL_WEIGHT_SCHEMES, default="log",
+                       help="Observed-entry weight c_j per item: none = 1, linear = "
+                            "feature_wt_factor / n_j, log = (1 / n_j) ** feature_wt_exp.")
+    group.add_argument("--feature_wt_factor", type=float, default=130.0,
+                       help="Factor of --col_weights linear.")
+    group.add_argument("--feature_wt_exp", type=float, default=-0.5,
+                       help="Exponent of --col_weights log (negative favours popular items).")
+    group.add_argument("--epochs", type=int, default=15, help="Full WALS sweeps.")
+    group.add_argument("--batch_size", type=int, default=2048,
+                       help="Rows per batched solve (and Examples per input batch).")
+    group.add_argument("--batch_entries", type=int, default=16384,
+                       help="Padded ratings per batched solve: bounds memory to ~this × k floats.")
+    group.add_argument("--eval_fraction", type=float, default=0.2,
+                       help="Seeded share of each user's interactions held out for metrics; "
+                            "0 trains on everything and writes no metrics.json.")
+
+
+def hyperparameters(args: argparse.Namespace) -> dict:
+    names = ("n_embeds", "regularization", "unobserved_weight", "col_weights",
+             "feature_wt_factor", "feature_wt_exp", "epochs", "batch_size", "batch_entries",
+             "eval_fraction", "seed", "top_k")
+    return {name: getattr(args, name) for name in names}
+
+
+def _scalar_summary(name: str, value: float, step: int) -> None:
+    """A TensorBoard scalar via the core op (the tensorboard package is not a dependency)."""
+    meta = summary_pb2.SummaryMetadata()
+    meta.plugin_data.plugin_name = "scalars"
+    tf.summary.write(name, tf.constant(value, tf.float32), step=step, metadata=meta)
+
+
+def _write_json(path: str, payload: dict) -> None:
+    with tf.io.gfile.GFile(path, "w") as handle:
+        json.dump(payload, handle, indent=2, sort_keys=True)
+
+
+def _read_json(path: str) -> dict:
+    with tf.io.gfile.GFile(path) as handle:
+        return json.load(handle)
+
+
+def _save_npy(path: str, array: np.ndarray) -> None:
+    with tf.io.gfile.GFile(path, "wb") as handle:
+        np.save(handle, array)
+
+
+def prepare_model_dir(model_dir: str, config: dict, overwrite: bool) -> bool:
+    """Applies the output-dir rules of the module docstring; returns True when resuming."""
+    exists = tf.io.gfile.isdir(model_dir) and bool(tf.io.gfile.listdir(model_dir))
+    if exists and overwrite:
+        logging.info("train: --overwrite: deleting %s", model_dir)
+        tf.io.gfile.rmtree(model_dir)
+    elif exists:
+        config_path = join(model_dir, RUN_CONFIG)
+        previous = _read_json(config_path) if tf.io.gfile.exists(config_path) else None
+        if previous == config:
+            logging.info("train: %s holds a run with the same settings: resuming", model_dir)
+            return True
+        if previous is None:
+            raise ValueError(f"{model_dir} is not empty and has no {RUN_CONFIG}; "
+                             "pass --overwrite to replace it")
+        differing = sorted(key for part in ("hyperparameters", "input")
+                           for key in set(config[part]) | set(previous.get(part, {}))
+                           if config[part].get(key) != previous.get(part, {}).get(key))
+        raise ValueError(f"{model_dir} holds a model trained with different settings "
+                         f"({', '.join(differing) or 'format'}); pass --overwrite to replace "
+                         "it or choose another --output_dir")
+    tf.io.gfile.makedirs(model_dir)
+    _write_json(join(model_dir, RUN_CONFIG), config)
+    return False
+
+
+def _entry_weights(users, items, nitems, args) -> np.ndarray:
+    counts = np.bincount(items, minlength=nitems)
+    return wals.column_weights(counts, args.col_weights, args.feature_wt_factor,
+                               args.feature_wt_exp)[items]
+
+
+def _validate(args: argparse.Namespace) -> None:
+    for name in ("n_embeds", "epochs", "batch_size", "batch_entries", "top_k"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.regularization <= 0 or args.unobserved_weight < 0:
+        raise ValueError("--regularization must be > 0 and --unobserved_weight >= 0")
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Trains WALS from args.input_dir (preproc) into args.output_dir (model); returns a summary."""
+    start = time.time()
+    _validate(args)
+    tf.config.experimental.enable_op_determinism()
+    matrix, metadata = wals_input.load_matrix(args.input_dir, args.batch_size)
+    held = (metrics.split_holdout(matrix.users, args.eval_fraction, args.seed)
+            if args.eval_fraction > 0 else np.zeros(matrix.nnz, bool))
+    train = ~held
+    users, items, ratings = matrix.users[train], matrix.items[train], matrix.ratings[train]
+    config = {"hyperparameters": hyperparameters(args),
+              "input": {"preproc_dir": args.input_dir, "nusers": matrix.nusers,
+                        "nitems": matrix.nitems, "interactions": matrix.nnz,
+                        "created": metadata.get("created")}}
+    model_dir = args.output_dir
+    resuming = prepare_model_dir(model_dir, config, args.overwrite)
+
+    solver = wals.WALS(users, items, ratings, matrix.nusers, matrix.nitems, args.n_embeds,
+                       args.regularization, args.unobserved_weight,
+                       _entry_weights(users, items, matrix.nitems, args), args.seed,
+                       max_rows=args.batch_size, max_entries=args.batch_entries)
+    epoch = tf.Variable(0, dtype=tf.int64, name="epoch")
+    loss_history = tf.Variable(tf.zeros([args.epochs], tf.float64), name="loss_history")
+    epoch_seconds = tf.Variable(tf.zeros([args.epochs], tf.float64), name="epoch_seconds")
+    checkpoint = tf.train.Checkpoint(row_factors=solver.row_factors,
+                                     col_factors=solver.col_factors, epoch=epoch,
+                                     loss_history=loss_history, epoch_seconds=epoch_seconds)
+    manager = tf.train.CheckpointManager(checkpoint, join(model_dir, "checkpoints"),
+                                         max_to_keep=2)
+    if resuming and manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        logging.info("train: resumed from %s after epoch %d", manager.latest_checkpoint,
+                     int(epoch.numpy()))
+
+    test = (matrix.users[held], matrix.items[held])
+    writer = tf.summary.create_file_writer(join(model_dir, "logs"))
+    with writer.as_default():
+        for step in range(int(epoch.numpy()), args.epochs):
+            tick = time.time()
+            loss = solver.epoch()
+            seconds = time.time() - tick
+            loss_history[step].assign(loss)
+            epoch_seconds[step].assign(seconds)
+            _scalar_summary("weighted_loss", loss, step + 1)
+            _scalar_summary("epoch_seconds", seconds, step + 1)
+            message = f"train: epoch {step + 1}/{args.epochs} weighted_loss={loss:.6g} {seconds:.3f}s"
+            if held.any():
+                monitor = metrics.evaluate(
+                    metrics.factor_scorer(solver.row_factors.numpy(), solver.col_factors.numpy()),
+                    (users, items), test, matrix.nusers, matrix.nitems, args.top_k,
+                    max_users=PER_EPOCH_EVAL_USERS)
+                ndcg = monitor[f"ndcg@{args.top_k}"]
+                _scalar_summary(f"heldout_ndcg@{args.top_k}", ndcg, step + 1)
+                message += f" heldout ndcg@{args.top_k}={ndcg:.4f} ({monitor['users_evaluated']} users)"
+            logging.info(message)
+            epoch.assign(step + 1)
+            manager.save(checkpoint_number=step + 1)
+    writer.flush()
+
+    row_factors = solver.row_factors.numpy()
+    col_factors = solver.col_factors.numpy()
+    _save_npy(join(model_dir, "row_factors.npy"), row_factors)
+    _save_npy(join(model_dir, "col_factors.npy"), col_factors)
+    summary_metrics = None
+    if held.any():
+        summary_metrics = evaluate_model(row_factors, col_factors, matrix, held, args.top_k)
+        _write_json(join(model_dir, "metrics.json"), summary_metrics)
+    model = {"n_embeds": args.n_embeds, "nusers": matrix.nusers, "nitems": matrix.nitems,
+             "preproc_dir": args.input_dir, "hyperparameters": hyperparameters(args),
+             "epochs_completed": int(epoch.numpy()),
+             "loss_history": [float(x) for x in loss_history.numpy()],
+             "epoch_seconds": [float(x) for x in epoch_seconds.numpy()],
+             "train_interactions": int(train.sum()), "heldout_interactions": int(held.sum()),
+             "created": datetime.datetime.now(datetime.timezone.utc).isoformat()}
+    _write_json(join(model_dir, "model.json"), model)
+    seconds = time.time() - start
+    logging.info("train: %d users x %d items, %d train / %d held-out interactions, %d epochs, "
+                 "%.2fs%s", matrix.nusers, matrix.nitems, train.sum(), held.sum(), args.epochs,
+                 seconds, "" if summary_metrics is None else
+                 f", ndcg@{args.top_k}={summary_metrics['wals'][f'ndcg@{args.top_k}']:.4f}")
+    return {"model_dir": model_dir, "resumed": resuming, "seconds": seconds,
+            "loss_history": model["loss_history"], "epoch_seconds": model["epoch_seconds"],
+            "metrics": summary_metrics, "nusers": matrix.nusers, "nitems": matrix.nitems,
+            "train_interactions": model["train_interactions"],
+            "heldout_interactions": model["heldout_interactions"]}
+
+
+def evaluate_model(row_factors: np.ndarray, col_factors: np.ndarray,
+                   matrix: wals_input.Interactions, held: np.ndarray, k: int) -> dict:
+    """metrics.json: the same held-out metrics for WALS and the popularity baseline."""
+    train, test = ~held, held
+    train_pairs = (matrix.users[train], matrix.items[train])
+    test_pairs = (matrix.users[test], matrix.items[test])
+    test_ratings = matrix.ratings[test]
+    scorers = {
+        "wals": (metrics.factor_scorer(row_factors, col_factors),
+                 metrics.factor_predictor(row_factors, col_factors)),
+        "popularity": (metrics.popularity_scorer(matrix.items[train], matrix.nitems),
+                       metrics.item_mean_predictor(matrix.items[train], matrix.ratings[train],
+                                                   matrix.nitems)),
+    }
+    result = {"k": k, "heldout_interactions": int(held.sum())}
+    for name, (score, predict) in scorers.items():
+        result[name] = metrics.evaluate(score, train_pairs, test_pairs, matrix.nusers,
+                                        matrix.nitems, k)
+        result[name]["rmse"] = metrics.rmse(predict, *test_pairs, test_ratings)
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from pipeline.cli import add_shared_args  # the driver's shared flags, same defaults
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--input_dir", required=True, help="preproc dir (preprocess output).")
+    parser.add_argument("--output_dir", required=True, help="model dir to write.")
+    add_shared_args(parser)
+    add_args(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        summary = run(args)
+    except ValueError as err:
+        logging.error("train: %s", err)
+        sys.exit(2)
+    print(json.dumps(summary, indent=2))
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,194 @@
+"""Weighted alternating least squares (the objective of tf.contrib's WALSModel) in TF2.
+
+Objective, for ratings a_ij observed at (i, j) in O, user factors U [nusers, k] and item
+factors V [nitems, k]:
+
+    L = Σ_(i,j)∈O (w0 + r_i·c_j)(a_ij − u_i·v_j)²  +  w0 Σ_(i,j)∉O (u_i·v_j)²  +  λ(‖U‖² + ‖V‖²)
+
+w0 = unobserved_weight, λ = regularization, r_i = 1 (row weights) and c_j the column weight
+of item j (`column_weights`). Writing the unobserved sum as "all pairs minus observed ones",
+with V fixed every row u_i has the exact minimiser (the Gramian trick):
+
+    (G + Σ_j∈O_i c_ij v_j v_jᵀ + λI) u_i = Σ_j∈O_i (w0 + c_ij) a_ij v_j,    G = w0·VᵀV,
+
+where c_ij = r_i·c_j. G is computed once per half-step; the per-row k×k systems are built from
+the row's observed entries only and solved in batches with a batched Cholesky. Fixing U and
+solving for V is the same computation on the transposed matrix, so one code path
+(`SideBatches` + `_solve_side`) serves users and items. Memory per solve is bounded by the
+batch budget (rows × padded entries × k); nothing of size nusers × nitems is ever built.
+The loss is evaluated for free in the item half-step: with the new V, each observed entry
+contributes (w0 + c)(a − p)² − w0·p², and w0·Σ_all (u·v)² = w0·⟨UᵀU, VᵀV⟩.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import numpy as np
+import tensorflow as tf
+
+COL_WEIGHT_SCHEMES = ("none", "linear", "log")
+
+
+def column_weights(counts: np.ndarray, scheme: str, factor: float, exponent: float) -> np.ndarray:
+    """Per-item observed weight c_j from its number of ratings n_j (tensorflow-recommendation-wals).
+
+    none: c_j = 1;  linear: c_j = factor / n_j;  log: c_j = (1 / n_j) ** exponent.
+    Items without ratings get 0 (they have no observed entries anyway).
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    inverse = np.divide(1.0, counts, out=np.zeros_like(counts), where=counts > 0)
+    if scheme == "none":
+        return np.ones_like(counts, dtype=np.float32)
+    if scheme == "linear":
+        return (factor * inverse).astype(np.float32)
+    if scheme == "log":
+        return np.where(counts > 0, np.power(inverse, exponent), 0.0).astype(np.float32)
+    raise ValueError(f"unknown col_weights scheme {scheme!r}; expected one of {COL_WEIGHT_SCHEMES}")
+
+
+@dataclasses.dataclass
+class SideBatches:
+    """One side of the matrix (rows = users, or rows = items) cut into padded solve batches.
+
+    Rows are sorted by length so padding stays small; each batch holds at most `max_rows`
+    rows and `max_entries` padded entries (a single longer row gets a batch of its own).
+    Padding entries have weight 0 and rating 0, which makes them vanish from both sides of the
+    normal equations and from the loss.
+    """
+    n_rows: int
+    row_ids: list[tf.Tensor]   # int32 [B]
+    cols: list[tf.Tensor]      # int32 [B, L] column ids of the other side
+    ratings: list[tf.Tensor]   # float32 [B, L]
+    weights: list[tf.Tensor]   # float32 [B, L] c_ij
+
+
+def plan_side(rows: np.ndarray, cols: np.ndarray, ratings: np.ndarray, weights: np.ndarray,
+              n_rows: int, max_rows: int, max_entries: int) -> SideBatches:
+    """Groups COO entries by row into SideBatches (vectorized apart from a loop over batches)."""
+    order = np.lexsort((cols, rows))
+    rows, cols, ratings, weights = rows[order], cols[order], ratings[order], weights[order]
+    lengths = np.bincount(rows, minlength=n_rows)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    by_length = np.argsort(lengths, kind="stable")
+    side = SideBatches(n_rows, [], [], [], [])
+    begin = 0
+    while begin < n_rows:
+        # Greedy cut: rows are ascending in length, so the last row sets the padded width.
+        widths = np.maximum(lengths[by_length[begin:begin + max_rows]], 1)
+        fits = np.arange(1, widths.size + 1) * widths <= max_entries
+        end = begin + max(1, int(np.argmin(fits)) if not fits.all() else widths.size)
+        batch = by_length[begin:end]
+        width = int(lengths[batch].max()) if batch.size else 0
+        position = np.arange(width)
+        valid = position[None, :] < lengths[batch][:, None]
+        flat = np.where(valid, starts[batch][:, None] + position[None, :], 0)
+        side.row_ids.append(tf.constant(batch, tf.int32))
+        side.cols.append(tf.constant(np.where(valid, cols[flat], 0), tf.int32))
+        side.ratings.append(tf.constant(np.where(valid, ratings[flat], 0), tf.float32))
+        side.weights.append(tf.constant(np.where(valid, weights[flat], 0), tf.float32))
+        begin = end
+    return side
+
+
+def _observed_loss(gathered, factors, ratings, weights, unobserved_weight):
+    """Σ over the batch's observed entries of (w0 + c)(a − p)² − w0·p² (padding adds 0)."""
+    predicted = tf.einsum("blk,bk->bl", gathered, factors)
+    return tf.reduce_sum((unobserved_weight + weights) * tf.square(ratings - predicted)
+                         - unobserved_weight * tf.square(predicted))
+
+
+@tf.function(reduce_retracing=True)
+def solve_long_rows(fixed, lhs_base, lhs_base_inv, cols, ratings, weights, unobserved_weight):
+    """Exact solves for rows with >= k entries: batched Cholesky of the k×k systems."""
+    del lhs_base_inv
+    gathered = tf.gather(fixed, cols)                                  # [B, L, k]
+    lhs = lhs_base + tf.matmul(gathered * weights[..., None], gathered, transpose_a=True)
+    rhs = tf.einsum("blk,bl->bk", gathered, (unobserved_weight + weights) * ratings)
+    factors = tf.linalg.cholesky_solve(tf.linalg.cholesky(lhs), rhs[..., None])[..., 0]
+    return factors, _observed_loss(gathered, factors, ratings, weights, unobserved_weight)
+
+
+@tf.function(reduce_retracing=True)
+def solve_short_rows(fixed, lhs_base, lhs_base_inv, cols, ratings, weights, unobserved_weight):
+    """The same exact solves for rows with L < k entries, via the Woodbury identity.
+
+    With B = G + λI (shared by all rows), X the row's L gathered factors and S = diag(√c):
+    (B + XᵀS²X)⁻¹ = P − P XᵀS (I_L + S X P XᵀS)⁻¹ S X P with P = B⁻¹, so each row needs an
+    L×L Cholesky instead of a k×k one (most items have only a handful of ratings).
+    """
+    del lhs_base
+    gathered = tf.gather(fixed, cols)                                  # [B, L, k]
+    scaled = gathered * tf.sqrt(weights)[..., None]                    # S X
+    rhs = tf.einsum("blk,bl->bk", gathered, (unobserved_weight + weights) * ratings)
+    base_solution = tf.matmul(rhs, lhs_base_inv)                       # P r
+    scaled_p = tf.einsum("blk,km->blm", scaled, lhs_base_inv)          # S X P
+    capacitance = tf.eye(tf.shape(cols)[1]) + tf.matmul(scaled_p, scaled, transpose_b=True)
+    correction = tf.linalg.cholesky_solve(
+        tf.linalg.cholesky(capacitance),
+        tf.einsum("blk,bk->bl", scaled, base_solution)[..., None])[..., 0]
+    factors = base_solution - tf.einsum("blk,bl->bk", scaled_p, correction)
+    return factors, _observed_loss(gathered, factors, ratings, weights, unobserved_weight)
+
+
+def _solve_side(fixed: tf.Tensor, side: SideBatches, regularization: float,
+                unobserved_weight: float) -> tuple[tf.Tensor, tf.Tensor]:
+    """One half-step: new factors for every row of `side` given the other side's `fixed`."""
+    k = fixed.shape[1]
+    lhs_base = unobserved_weight * tf.matmul(fixed, fixed, transpose_a=True) \
+        + regularization * tf.eye(k, dtype=fixed.dtype)
+    lhs_base_inv = tf.linalg.cholesky_solve(tf.linalg.cholesky(lhs_base), tf.eye(k))
+    solved, observed = [], []
+    for cols, ratings, weights in zip(side.cols, side.ratings, side.weights):
+        solve = solve_short_rows if cols.shape[1] < k else solve_long_rows
+        factors, loss = solve(fixed, lhs_base, lhs_base_inv, cols, ratings, weights,
+                              unobserved_weight)
+        solved.append(factors)
+        observed.append(loss)
+    row_ids = tf.concat(side.row_ids, axis=0)[:, None]
+    new = tf.scatter_nd(row_ids, tf.concat(solved, axis=0), [side.n_rows, k])
+    return new, tf.add_n(observed)
+
+
+def initial_factors(n_rows: int, k: int, seed: int, stream: int) -> tf.Tensor:
+    """Seeded N(0, 1/k) factors; stateless so the same seed always gives the same start."""
+    return tf.random.stateless_normal([n_rows, k], seed=[seed, stream]) / np.sqrt(k)
+
+
+class WALS:
+    """Exact WALS on an in-memory COO matrix. `epoch()` = solve users, then items; returns L."""
+
+    def __init__(self, users: np.ndarray, items: np.ndarray, ratings: np.ndarray,
+                 nusers: int, nitems: int, n_embeds: int, regularization: float,
+                 unobserved_weight: float, entry_weights: np.ndarray, seed: int,
+                 max_rows: int = 4096, max_entries: int = 1 << 17):
+        if regularization <= 0:
+            raise ValueError("regularization must be > 0 so every per-row system is solvable")
+        if unobserved_weight < 0 or (entry_weights < 0).any():
+            raise ValueError("weights must be >= 0")
+        self.regularization = float(regularization)
+        self.unobserved_weight = float(unobserved_weight)
+        self.row_factors = tf.Variable(tf.zeros([nusers, n_embeds]), name="row_factors")
+        self.col_factors = tf.Variable(initial_factors(nitems, n_embeds, seed, 1),
+                                       name="col_factors")
+        plan = functools.partial(plan_side, ratings=ratings, weights=entry_weights,
+                                 max_rows=max_rows, max_entries=max_entries)
+        self.user_side = plan(users, items, n_rows=nusers)
+        self.item_side = plan(items, users, n_rows=nitems)
+
+    def epoch(self) -> float:
+        """One full sweep; returns the objective L after it (from the item half-step)."""
+        new_rows, _ = _solve_side(self.col_factors, self.user_side, self.regularization,
+                                  self.unobserved_weight)
+        self.row_factors.assign(new_rows)
+        new_cols, observed = _solve_side(self.row_factors, self.item_side,
+                                         self.regularization, self.unobserved_weight)
+        self.col_factors.assign(new_cols)
+        return float(self.loss_from_observed(observed))
+
+    def loss_from_observed(self, observed: tf.Tensor) -> tf.Tensor:
+        u, v = self.row_factors, self.col_factors
+        all_pairs = tf.reduce_sum(tf.matmul(u, u, transpose_a=True)
+                                  * tf.matmul(v, v, transpose_a=True))
+        norms = tf.reduce_sum(tf.square(u)) + tf.reduce_sum(tf.square(v))
+        return observed + self.unobserved_weight * all_pairs + self.regularization * norms

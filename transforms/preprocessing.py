@@ -1,0 +1,71 @@
+"""TF Transform preprocessing for WALS: vocabularies for users and items, a data-learned rating scale.
+
+Pure functions and constants only, no I/O (like TFT's census example): the Beam job in
+`pipeline/preprocess.py` feeds raw interaction rows {visitorId, contentId, value} and gets back
+userId / itemId (positions in the vocabularies `vocab_users` / `vocab_items`) and rating:
+
+    rating = min(scale * value / median(value), 1)
+
+The median is learned by a TFT analyzer: `tft.quantiles(value, num_buckets=2, epsilon=0.001)` has
+the (approximate, within epsilon in rank) median as its single boundary. `scale` (default 0.3, as in
+the original course) is bound with `make_preprocessing_fn(scale)`.
+"""
+from __future__ import annotations
+
+import functools
+
+import tensorflow as tf
+import tensorflow_transform as tft
+
+VISITOR_ID = "visitorId"
+CONTENT_ID = "contentId"
+VALUE = "value"
+USER_ID = "userId"
+ITEM_ID = "itemId"
+RATING = "rating"
+
+VOCAB_USERS = "vocab_users"
+VOCAB_ITEMS = "vocab_items"
+DEFAULT_RATING_SCALE = 0.3
+
+RAW_FEATURE_SPEC = {
+    VISITOR_ID: tf.io.FixedLenFeature([], tf.string),
+    CONTENT_ID: tf.io.FixedLenFeature([], tf.string),
+    VALUE: tf.io.FixedLenFeature([], tf.float32),
+}
+
+TRANSFORMED_FEATURE_SPEC = {
+    USER_ID: tf.io.FixedLenFeature([], tf.int64),
+    ITEM_ID: tf.io.FixedLenFeature([], tf.int64),
+    RATING: tf.io.FixedLenFeature([], tf.float32),
+}
+
+
+def preprocessing_fn(inputs: dict, *, scale: float = DEFAULT_RATING_SCALE) -> dict:
+    """Maps raw interactions to vocabulary ids and a rating in (0, 1]."""
+    if not scale > 0:
+        raise ValueError(f"rating scale must be > 0, got {scale}")
+    value = tf.cast(inputs[VALUE], tf.float32)
+    # num_buckets=2 -> exactly one boundary, the median (with 11 buckets none is the median).
+    median = tf.reshape(tft.quantiles(value, num_buckets=2, epsilon=0.001), [-1])[0]
+    # Guard a degenerate median (all values tiny): never divide by zero.
+    median = tf.maximum(median, 1e-12)
+    return {
+        USER_ID: tft.compute_and_apply_vocabulary(inputs[VISITOR_ID], vocab_filename=VOCAB_USERS),
+        ITEM_ID: tft.compute_and_apply_vocabulary(inputs[CONTENT_ID], vocab_filename=VOCAB_ITEMS),
+        RATING: tf.minimum(scale * value / median, 1.0),
+    }
+
+
+def make_preprocessing_fn(scale: float = DEFAULT_RATING_SCALE):
+    """preprocessing_fn with the rating scale bound (TFT calls it with the inputs only)."""
+    if not scale > 0:
+        raise ValueError(f"--rating_scale must be > 0, got {scale}")
+    return functools.partial(preprocessing_fn, scale=float(scale))
+
+
+def median_from_probe(probe_value: float, probe_rating: float, scale: float) -> float:
+    """Inverts the rating formula for an unclamped probe: median = scale * value / rating."""
+    if not 0 < probe_rating < 1:
+        raise ValueError(f"probe rating {probe_rating} is clamped or zero; cannot invert")
+    return scale * probe_value / probe_rating
