@@ -10,9 +10,12 @@ import io
 import json
 import logging
 import posixpath
+import time
 
 import numpy as np
 import tensorflow as tf
+
+log = logging.getLogger(__name__)
 
 VOCAB_USERS = "vocab_users"
 VOCAB_ITEMS = "vocab_items"
@@ -131,30 +134,50 @@ def check_record(key: int, indices: np.ndarray, nrows: int, ncols: int, where: s
 
 def read_seen(preproc_dir: str, prefix: str, nrows: int, ncols: int) -> SeenMatrix:
     """Reads `<prefix>-*` shards into a CSR SeenMatrix; rows without a record stay empty."""
-    rows: list[np.ndarray] = [np.zeros(0, np.int64)] * nrows
-    present = np.zeros(nrows, dtype=bool)
-    for keys, indices, path in _parse_examples(record_files(preproc_dir, prefix)):
-        for key, row in zip(keys.tolist(), indices):
-            row = row.numpy()
-            reason = check_record(key, row, nrows, ncols, path)
-            if reason:
-                raise ArtifactError(f"{prefix} does not match the model: {reason}")
-            if present[key]:
-                raise ArtifactError(f"{prefix}: key {key} appears twice ({path})")
-            present[key] = True
-            rows[key] = np.unique(row)
-    logging.info("read %s: %d of %d rows present, %d entries", prefix, int(present.sum()),
-                 nrows, sum(len(r) for r in rows))
-    return SeenMatrix.from_rows(rows, ncols)
+    started = time.time()
+    keys, lengths, values = [], [], []
+    for batch_keys, indices, path in _parse_examples(record_files(preproc_dir, prefix)):
+        batch_lengths = indices.row_lengths().numpy()
+        batch_values = indices.values.numpy()
+        bad_key = (batch_keys < 0) | (batch_keys >= nrows)
+        bad_value = np.repeat(np.arange(len(batch_keys)), batch_lengths)[
+            (batch_values < 0) | (batch_values >= ncols)]
+        if bad_key.any() or len(bad_value):
+            first = int(np.flatnonzero(bad_key)[0]) if bad_key.any() else int(bad_value[0])
+            raise ArtifactError(f"{prefix} does not match the model: " + check_record(
+                int(batch_keys[first]), indices[first].numpy(), nrows, ncols, path))
+        keys.append(batch_keys)
+        lengths.append(batch_lengths)
+        values.append(batch_values)
+    empty = [np.zeros(0, np.int64)]
+    keys = np.concatenate(keys or empty)
+    records_per_key = np.bincount(keys, minlength=nrows)
+    if (records_per_key > 1).any():
+        raise ArtifactError(f"{prefix}: key {int(np.argmax(records_per_key))} appears in "
+                            "more than one record")
+    rows = np.repeat(keys, np.concatenate(lengths or empty))
+    cols = np.concatenate(values or empty)
+    order = np.lexsort((cols, rows))
+    rows, cols = rows[order], cols[order]
+    first_of_pair = np.ones(len(rows), dtype=bool)  # the same (row, col) twice counts once
+    first_of_pair[1:] = (rows[1:] != rows[:-1]) | (cols[1:] != cols[:-1])
+    rows, cols = rows[first_of_pair], cols[first_of_pair]
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=nrows))]).astype(np.int64)
+    log.info("read %s: %d of %d rows present, %d entries in %.2fs", prefix, len(keys), nrows,
+                 len(cols), time.time() - started)
+    return SeenMatrix(indptr, cols.astype(np.int64), ncols)
 
 
 def count_per_key(preproc_dir: str, prefix: str, nkeys: int) -> np.ndarray:
     """Number of entries of each record in `<prefix>-*` (e.g. users per item = popularity)."""
+    started = time.time()
     counts = np.zeros(nkeys, dtype=np.int64)
     for keys, indices, path in _parse_examples(record_files(preproc_dir, prefix)):
         if len(keys) and (keys.min() < 0 or keys.max() >= nkeys):
             raise ArtifactError(f"{prefix}: key outside [0, {nkeys}) in {path}")
         counts[keys] = indices.row_lengths().numpy()
+    log.info("counted %s: %d entries over %d keys in %.2fs", prefix, int(counts.sum()), nkeys,
+             time.time() - started)
     return counts
 
 

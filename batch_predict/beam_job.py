@@ -23,6 +23,8 @@ from batch_predict import artifacts as art
 from batch_predict.outputs import scores_line, topk_line
 from batch_predict.topk import Scorer, recommendation_scorer
 
+log = logging.getLogger(__name__)
+
 REJECTED = "rejected"
 
 
@@ -43,6 +45,7 @@ class ParseSeenFn(beam.DoFn):
         except Exception as exc:  # noqa: BLE001 - any undecodable record is a dead letter
             keys, reason = [None], f"undecodable record: {type(exc).__name__}: {exc}"
         if reason:
+            beam.metrics.Metrics.counter("batch_predict", "rejected").inc()
             yield beam.pvalue.TaggedOutput(REJECTED, json.dumps({"key": keys[0] if keys else None,
                                                                  "reason": reason}))
             return
@@ -74,11 +77,13 @@ class TopKPerBlockFn(beam.DoFn):
                 continue  # the block marker
             row, seen = member
             if len(seen_rows[row - start]):
+                beam.metrics.Metrics.counter("batch_predict", "rejected").inc()
                 yield beam.pvalue.TaggedOutput(REJECTED, json.dumps(
                     {"key": row, "reason": f"row {row} appears in more than one record"}))
             seen_rows[row - start] = seen
         seen = art.SeenMatrix.from_rows(seen_rows, len(self.candidate_vocab)).block(0, stop - start)
         block = self.scorer.block(start, stop, seen, self.spec["top_k"])
+        beam.metrics.Metrics.counter("batch_predict", "rows_scored").inc(stop - start)
         for query, candidates, scores in block.rows():
             names = [self.candidate_vocab[c] for c in candidates.tolist()]
             yield topk_line(self.query_vocab[query], names)
@@ -118,8 +123,9 @@ class GroupIntoRowBlocks(beam.PTransform):
 
 
 def run_topk_job(spec: dict, beam_argv: list[str], staged_prefix: str,
-                 scores_prefix: str | None, rejected_prefix: str) -> None:
+                 scores_prefix: str | None, rejected_prefix: str) -> dict[str, int]:
     """Builds and runs the Beam job; outputs land as text shards under the staged prefixes.
+    Returns the job's counters: rows_scored, rows_with_seen, rejected.
 
     spec: seen_pattern, nrows, ncols, block_size, top_k, write_scores, query_factors,
     candidate_factors, candidate_counts (list), query_vocab, candidate_vocab.
@@ -128,16 +134,23 @@ def run_topk_job(spec: dict, beam_argv: list[str], staged_prefix: str,
 
     options = beam_runner.pipeline_options(beam_argv, input_size=beam_runner.input_bytes(
         spec["seen_pattern"]))
-    logging.info("batch_predict beam job on %s", beam_runner.describe(options))
-    with beam.Pipeline(runner=beam_runner.runner_for(options), options=options) as pipeline:
-        seen = pipeline | "ReadSeen" >> ReadSeen(spec["seen_pattern"], spec["nrows"], spec["ncols"])
-        results = (seen.seen
-                   | "GroupIntoRowBlocks" >> GroupIntoRowBlocks(spec["nrows"], spec["block_size"])
-                   | "TopKPerBlock" >> beam.ParDo(TopKPerBlockFn(spec))
-                   .with_outputs(REJECTED, "scores", main="lines"))
-        _ = results.lines | "WriteLines" >> beam.io.WriteToText(staged_prefix)
-        if scores_prefix:
-            _ = results.scores | "WriteScores" >> beam.io.WriteToText(
-                scores_prefix, file_name_suffix=".jsonl")
-        _ = ((seen[REJECTED], results[REJECTED]) | "AllRejected" >> beam.Flatten()
-             | "WriteRejected" >> beam.io.WriteToText(rejected_prefix))
+    log.info("beam job on %s", beam_runner.describe(options))
+    pipeline = beam.Pipeline(runner=beam_runner.runner_for(options), options=options)
+    seen = pipeline | "ReadSeen" >> ReadSeen(spec["seen_pattern"], spec["nrows"], spec["ncols"])
+    results = (seen.seen
+               | "GroupIntoRowBlocks" >> GroupIntoRowBlocks(spec["nrows"], spec["block_size"])
+               | "TopKPerBlock" >> beam.ParDo(TopKPerBlockFn(spec))
+               .with_outputs(REJECTED, "scores", main="lines"))
+    _ = results.lines | "WriteLines" >> beam.io.WriteToText(staged_prefix)
+    if scores_prefix:
+        _ = results.scores | "WriteScores" >> beam.io.WriteToText(
+            scores_prefix, file_name_suffix=".jsonl")
+    _ = ((seen[REJECTED], results[REJECTED]) | "AllRejected" >> beam.Flatten()
+         | "WriteRejected" >> beam.io.WriteToText(rejected_prefix))
+    result = pipeline.run()
+    result.wait_until_finish()
+    counters = {"rows_scored": 0, "rows_with_seen": 0, "rejected": 0}
+    for counter in result.metrics().query(
+            beam.metrics.MetricsFilter().with_namespace("batch_predict"))["counters"]:
+        counters[counter.key.metric.name] += counter.committed or counter.attempted or 0
+    return counters

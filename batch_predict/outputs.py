@@ -24,6 +24,8 @@ import tensorflow as tf
 from batch_predict.artifacts import ArtifactError, join
 from batch_predict.topk import TopKBlock
 
+log = logging.getLogger(__name__)
+
 # Every name this stage may write into predictions/; --overwrite replaces exactly these.
 OUTPUT_PREFIXES = ("batch_pred", "users_for_item", "similar_items", "item_embeddings",
                    "user_embeddings", "item_factors", "user_factors", "popular_items")
@@ -154,4 +156,4 @@ def write_popular(path: str, vocab: list[str], counts: np.ndarray) -> int:
 
 
 def log_written(name: str, count: int, seconds: float) -> None:
-    logging.info("batch_predict %s: %d rows in %.2fs", name, count, seconds)
+    log.info("%s: %d rows in %.2fs", name, count, seconds)

@@ -14,15 +14,18 @@ written, staged in a temporary folder and moved into place only when complete.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
-import sys
 import time
 
 import numpy as np
 
 from batch_predict import artifacts as art
 from batch_predict import outputs as out
+from batch_predict.serving import export_saved_model
 from batch_predict.topk import recommendation_scorer, similarity_scorer
+
+log = logging.getLogger(__name__)
 
 EXTRAS = ("similar_items", "embeddings", "factors_csv", "popular_items", "export")
 PREVIEW_LINES = 5
@@ -59,59 +62,71 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                             "sizes are still checked.")
 
 
-class _Side:
-    """One direction of the top-k: query rows, candidate columns and the files that go with them."""
-
-    def __init__(self, artifacts: art.Artifacts, users_as_query: bool, vocab_files: dict):
-        a = artifacts
-        self.query, self.candidates = ((a.row_factors, a.col_factors) if users_as_query
-                                       else (a.col_factors, a.row_factors))
-        self.query_vocab, self.candidate_vocab = ((a.vocab_users, a.vocab_items) if users_as_query
-                                                  else (a.vocab_items, a.vocab_users))
-        self.query_vocab_file, self.candidate_vocab_file = (
-            (vocab_files[art.VOCAB_USERS], vocab_files[art.VOCAB_ITEMS]) if users_as_query
-            else (vocab_files[art.VOCAB_ITEMS], vocab_files[art.VOCAB_USERS]))
-        self.seen_prefix = art.ITEMS_FOR_USER if users_as_query else art.USERS_FOR_ITEM
-        self.counts_prefix = art.USERS_FOR_ITEM if users_as_query else art.ITEMS_FOR_USER
-        self.query_factors_file, self.candidate_factors_file = (
-            ("row_factors.npy", "col_factors.npy") if users_as_query
-            else ("col_factors.npy", "row_factors.npy"))
-        self.output_name = "batch_pred" if users_as_query else "users_for_item"
+@dataclasses.dataclass
+class Entity:
+    """Users or items: their factors, vocabulary and the records keyed by them."""
+    name: str
+    factors: np.ndarray
+    vocab: list[str]
+    vocab_file: str
+    factors_file: str    # name inside the model dir
+    records_prefix: str  # preproc records keyed by this entity, listing the other side
 
 
-def _topk_local(side: _Side, a: art.Artifacts, args, staging: out.Staging,
-                 seen: art.SeenMatrix, counts: np.ndarray) -> int:
-    scorer = recommendation_scorer(side.query, side.candidates, counts)
-    return out.write_topk(scorer.blocks(seen, args.top_k, args.block_size), side.query_vocab,
-                          side.candidate_vocab, staging.path(out.shard_name(side.output_name)),
-                          staging.path(out.shard_name(side.output_name + "_scores", suffix=".jsonl"))
+@dataclasses.dataclass
+class Direction:
+    """One top-k output: for each query row, the best candidates it does not have yet."""
+    output_name: str
+    query: Entity
+    candidates: Entity
+
+
+def entities(a: art.Artifacts) -> tuple[Entity, Entity]:
+    users = Entity("users", a.row_factors, a.vocab_users, art.vocabulary_path(a.preproc_dir, art.VOCAB_USERS),
+                   "row_factors.npy", art.ITEMS_FOR_USER)
+    items = Entity("items", a.col_factors, a.vocab_items, art.vocabulary_path(a.preproc_dir, art.VOCAB_ITEMS),
+                   "col_factors.npy", art.USERS_FOR_ITEM)
+    return users, items
+
+
+def _topk_local(direction: Direction, args, staging: out.Staging, seen: art.SeenMatrix,
+                candidate_counts: np.ndarray) -> int:
+    scorer = recommendation_scorer(direction.query.factors, direction.candidates.factors,
+                                   candidate_counts)
+    name = direction.output_name
+    return out.write_topk(scorer.blocks(seen, args.top_k, args.block_size), direction.query.vocab,
+                          direction.candidates.vocab, staging.path(out.shard_name(name)),
+                          staging.path(out.shard_name(name + "_scores", suffix=".jsonl"))
                           if args.write_scores else None)
 
 
-def _topk_beam(side: _Side, a: art.Artifacts, args, staging: out.Staging,
-               counts: np.ndarray, beam_argv: list[str]) -> int:
-    from batch_predict.beam_job import run_topk_job
+def _topk_beam(direction: Direction, args, staging: out.Staging, candidate_counts: np.ndarray,
+               beam_argv: list[str]) -> int:
     import tensorflow as tf
+    from batch_predict.beam_job import run_topk_job
 
-    spec = {"seen_pattern": art.join(a.preproc_dir, side.seen_prefix + "-*"),
-            "nrows": len(side.query), "ncols": len(side.candidates),
+    query, candidates, name = direction.query, direction.candidates, direction.output_name
+    spec = {"seen_pattern": art.join(args.preproc_dir, query.records_prefix + "-*"),
+            "nrows": len(query.vocab), "ncols": len(candidates.vocab),
             "block_size": args.block_size, "top_k": args.top_k, "write_scores": args.write_scores,
-            "query_factors": art.join(a.model_dir, side.query_factors_file),
-            "candidate_factors": art.join(a.model_dir, side.candidate_factors_file),
-            "candidate_counts": counts.tolist(),
-            "query_vocab": side.query_vocab_file, "candidate_vocab": side.candidate_vocab_file}
+            "query_factors": art.join(args.model_dir, query.factors_file),
+            "candidate_factors": art.join(args.model_dir, candidates.factors_file),
+            "candidate_counts": candidate_counts.tolist(),
+            "query_vocab": query.vocab_file, "candidate_vocab": candidates.vocab_file}
     rejected_dir = staging.path("rejected")
-    run_topk_job(spec, beam_argv, staging.path(side.output_name),
-                 staging.path(side.output_name + "_scores") if args.write_scores else None,
-                 art.join(rejected_dir, "rejected"))
+    counters = run_topk_job(spec, beam_argv, staging.path(name),
+                            staging.path(name + "_scores") if args.write_scores else None,
+                            art.join(rejected_dir, "rejected"))
+    log.info("beam job %s: %s", name, counters)
     rejected = [line for path in tf.io.gfile.glob(art.join(rejected_dir, "*"))
                 for line in tf.io.gfile.GFile(path).read().splitlines()]
     tf.io.gfile.rmtree(rejected_dir)
-    if rejected:
-        raise art.ArtifactError(f"{len(rejected)} {side.seen_prefix} record(s) do not fit the model, "
-                                f"nothing published; first: {rejected[0]}")
-    return sum(1 for path in tf.io.gfile.glob(staging.path(side.output_name + "-*"))
-               for _ in tf.io.gfile.GFile(path))
+    if rejected or counters["rejected"]:
+        raise art.ArtifactError(f"{len(rejected)} {query.records_prefix} record(s) do not fit the "
+                                f"model, nothing published; first: {rejected[:1]}")
+    if counters["rows_scored"] != len(query.vocab):
+        raise RuntimeError(f"beam job scored {counters['rows_scored']} of {len(query.vocab)} rows")
+    return counters["rows_scored"]
 
 
 def _timed(summary: dict, name: str, fn, *fn_args):
@@ -123,6 +138,28 @@ def _timed(summary: dict, name: str, fn, *fn_args):
         summary.setdefault("rows", {})[name] = result
         out.log_written(name, result, seconds)
     return result
+
+
+def _read_records(a: art.Artifacts, args, directions: list[Direction], recommend: Direction
+                  ) -> tuple[dict[str, art.SeenMatrix], dict[str, np.ndarray]]:
+    """Reads (and checks) the records the outputs need, before anything is written.
+
+    seen: output name -> what each query row already has (local engine; the export needs the
+    users' one); counts: entity name -> records' lengths, i.e. popularity of each candidate
+    (users per item; items per user for targeting), which scores cold query rows.
+    """
+    seen_needed = [d for d in directions if args.engine == "local"]
+    if "export" in args.outputs and recommend not in seen_needed:
+        seen_needed.append(recommend)
+    seen = {d.output_name: art.read_seen(a.preproc_dir, d.query.records_prefix,
+                                         len(d.query.vocab), len(d.candidates.vocab))
+            for d in seen_needed}
+    counted = {d.candidates.name: d.candidates for d in directions}
+    if {"popular_items", "export"} & set(args.outputs):
+        counted["items"] = recommend.candidates
+    counts = {name: art.count_per_key(a.preproc_dir, e.records_prefix, len(e.vocab))
+              for name, e in counted.items()}
+    return seen, counts
 
 
 def _preview(path: str) -> list[str]:
@@ -138,36 +175,30 @@ def run(args: argparse.Namespace, beam_argv: list[str] | None = None) -> dict:
         raise ValueError("--top_k and --block_size must be >= 1 and --n_similar >= 0")
     a = art.load_artifacts(args.preproc_dir, args.model_dir,
                            check_preproc_path=not getattr(args, "ignore_preproc_path", False))
-    vocab_files = {name: art.vocabulary_path(args.preproc_dir, name)
-                   for name in (art.VOCAB_USERS, art.VOCAB_ITEMS)}
-    directions = {"items_for_user": [True], "users_for_item": [False], "both": [True, False]}
-    sides = [_Side(a, users_as_query, vocab_files) for users_as_query in directions[args.mode]]
-    # Everything below reads and checks all inputs before the staging folder is created.
-    item_counts = art.count_per_key(a.preproc_dir, art.USERS_FOR_ITEM, a.nitems)
-    user_counts = art.count_per_key(a.preproc_dir, art.ITEMS_FOR_USER, a.nusers)
-    seen_items = (art.read_seen(a.preproc_dir, art.ITEMS_FOR_USER, a.nusers, a.nitems)
-                  if args.engine == "local" or "export" in args.outputs else None)
-    seen_users = (art.read_seen(a.preproc_dir, art.USERS_FOR_ITEM, a.nitems, a.nusers)
-                  if args.engine == "local" and args.mode != "items_for_user" else None)
-    beam_argv = list(beam_argv or [])
+    users, items = entities(a)
+    recommend, target = Direction("batch_pred", users, items), Direction("users_for_item", items, users)
+    directions = {"items_for_user": [recommend], "users_for_item": [target],
+                  "both": [recommend, target]}[args.mode]
+    seen, counts = _read_records(a, args, directions, recommend)
     staging = out.Staging(args.output_dir, args.overwrite)
     summary: dict = {"nusers": a.nusers, "nitems": a.nitems, "engine": args.engine,
                      "mode": args.mode, "top_k": args.top_k, "output_dir": args.output_dir}
     try:
-        for side in sides:
-            counts = item_counts if side.output_name == "batch_pred" else user_counts
+        for d in directions:
+            candidate_counts = counts[d.candidates.name]
             if args.engine == "beam":
-                _timed(summary, side.output_name, _topk_beam, side, a, args, staging, counts,
-                       beam_argv)
+                _timed(summary, d.output_name, _topk_beam, d, args, staging, candidate_counts,
+                       list(beam_argv or []))
             else:
-                seen = seen_items if side.output_name == "batch_pred" else seen_users
-                _timed(summary, side.output_name, _topk_local, side, a, args, staging, seen, counts)
-        _write_extras(a, args, staging, summary, item_counts)
+                _timed(summary, d.output_name, _topk_local, d, args, staging, seen[d.output_name],
+                       candidate_counts)
+        _write_extras(a, args, staging, summary, counts.get("items"))
         if "export" in args.outputs:
-            summary["export_dir"] = _timed(summary, "export", _export, a, vocab_files, seen_items,
-                                           item_counts, args.top_k)
+            summary["export_dir"] = _timed(summary, "export", export_saved_model, a,
+                                           users.vocab_file, items.vocab_file, seen["batch_pred"],
+                                           counts["items"], args.top_k)
         first = sorted(name for name in staging.staged_files()
-                       if name.startswith(sides[0].output_name + "-"))
+                       if name.startswith(directions[0].output_name + "-"))
         preview = _preview(staging.path(first[0])) if first else []
         summary["files"] = staging.commit()
     except BaseException:
@@ -175,17 +206,10 @@ def run(args: argparse.Namespace, beam_argv: list[str] | None = None) -> dict:
         raise
     summary["first_lines"] = preview
     summary["seconds"] = round(time.time() - started, 3)
-    logging.info("batch_predict done in %.2fs: %s", summary["seconds"], summary.get("rows"))
+    log.info("done in %.2fs: %s", summary["seconds"], summary.get("rows"))
     for line in preview:
-        logging.info("batch_predict sample: %s", line)
+        log.info("sample: %s", line)
     return summary
-
-
-def _export(a: art.Artifacts, vocab_files: dict, seen: art.SeenMatrix, counts: np.ndarray,
-            k: int) -> str:
-    from batch_predict.serving import export_saved_model
-    return export_saved_model(a, vocab_files[art.VOCAB_USERS], vocab_files[art.VOCAB_ITEMS],
-                              seen, counts, k)
 
 
 def _write_extras(a: art.Artifacts, args, staging: out.Staging, summary: dict,

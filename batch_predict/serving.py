@@ -32,6 +32,8 @@ import tensorflow as tf
 
 from batch_predict.artifacts import Artifacts, SeenMatrix, join
 
+log = logging.getLogger(__name__)
+
 
 class Recommender(tf.Module):
     """Everything needed to answer top-k queries for raw visitor ids, as a tf.Module."""
@@ -100,6 +102,6 @@ def export_saved_model(artifacts: Artifacts, users_vocab_file: str, items_vocab_
     tf.saved_model.save(module, tmp_dir, signatures={"serving_default": module.serve})
     final_dir = next_version_dir(export_root)
     tf.io.gfile.rename(tmp_dir, final_dir)
-    logging.info("batch_predict export: SavedModel for %d users x %d items (k=%d) at %s in %.2fs",
+    log.info("export: SavedModel for %d users x %d items (k=%d) at %s in %.2fs",
                  artifacts.nusers, artifacts.nitems, module.k, final_dir, time.time() - started)
     return final_dir

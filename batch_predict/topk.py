@@ -11,6 +11,12 @@ For query rows Q (e.g. user factors, [nq, f]) and candidates C (e.g. item factor
     top_k(q) = the k largest scores, best first; equal scores -> the lower candidate id first
         (tf.math.top_k's documented tie rule), which makes the output deterministic.
 
+The selection is exact but cheap: candidates are cut into chunks of CHUNK columns; the k chunks
+with the largest maxima (ties -> lower chunk first) hold the top k, so tf.math.top_k runs on those
+k * CHUNK scores only. (Every element above the k-th largest x_k lies in a chunk whose max is
+> x_k, at most k - 1 of them; the elements equal to x_k that are needed are the lowest ids, found
+in the lowest-numbered chunks with max == x_k, and enough of those are taken.)
+
 Entries scoring -inf are never recommended: a row with fewer than k admissible candidates
 (k larger than the catalog, or most of it already seen) gets a shorter list, possibly empty.
 Memory is O(block_size * nc); the nq x nc matrix is never built.
@@ -41,30 +47,82 @@ class TopKBlock:
             yield self.start + offset, self.ids[offset][keep], self.scores[offset][keep]
 
 
+# TF aliases (instead of copying) host memory handed over through DLPack only when it is aligned
+# like its own allocations; a copy of a 2048 x 10k block would cost about as much as the top-k.
+_TF_ALIGNMENT = 64
+
+
+def aligned_empty(shape: tuple[int, int], alignment: int = _TF_ALIGNMENT) -> np.ndarray:
+    """An uninitialised float32 C-contiguous array whose data starts on an `alignment` boundary."""
+    nbytes = int(np.prod(shape)) * 4
+    raw = np.empty(nbytes + alignment, dtype=np.uint8)
+    offset = (-raw.ctypes.data) % alignment
+    return raw[offset:offset + nbytes].view(np.float32).reshape(shape)
+
+
+def _as_tensor(scores: np.ndarray) -> tf.Tensor:
+    if scores.flags.c_contiguous and scores.ctypes.data % _TF_ALIGNMENT == 0:
+        return tf.experimental.dlpack.from_dlpack(scores.__dlpack__())  # zero-copy
+    return tf.convert_to_tensor(scores)
+
+
+CHUNK = 64  # columns per chunk of the top-k prefilter
+
+
+def top_k_rows(scores: np.ndarray, k: int, chunk: int = CHUNK) -> tuple[np.ndarray, np.ndarray]:
+    """(values, column ids) of the k largest scores of each row, best first, ties -> lower id.
+
+    Same result as tf.math.top_k(scores, k); uses the chunk prefilter of the module docstring
+    when the row length is a multiple of `chunk` and the prefilter keeps at most 1/4 of it.
+    """
+    nrows, ncols = scores.shape
+    nchunks = ncols // chunk
+    if ncols % chunk or nchunks < 4 * k:
+        values, ids = tf.math.top_k(_as_tensor(scores), k=k, sorted=True)
+        return values.numpy(), ids.numpy().astype(np.int64)
+    chunk_max = scores.reshape(nrows, nchunks, chunk).max(axis=2)
+    best_chunks = np.sort(tf.math.top_k(chunk_max, k=k).indices.numpy(), axis=1)  # ascending
+    flat_chunks = (np.arange(nrows)[:, None] * nchunks + best_chunks).ravel()
+    shortlist = scores.reshape(nrows * nchunks, chunk)[flat_chunks].reshape(nrows, k * chunk)
+    # shortlist columns ascend with the original ids, so top_k's tie rule still means lower id.
+    values, positions = tf.math.top_k(shortlist, k=k, sorted=True)
+    positions = positions.numpy().astype(np.int64)
+    ids = np.take_along_axis(best_chunks, positions // chunk, axis=1) * chunk + positions % chunk
+    return values.numpy(), ids
+
+
 def top_k_block(query_block: np.ndarray, candidates_t: np.ndarray, seen_rows: np.ndarray,
                 seen_cols: np.ndarray, k: int, start: int = 0,
                 cold_scores: np.ndarray | None = None,
-                excluded: np.ndarray | None = None) -> TopKBlock:
+                excluded: np.ndarray | None = None,
+                buffer: np.ndarray | None = None,
+                ncandidates: int | None = None) -> TopKBlock:
     """Top-k for one block of query rows.
 
-    query_block: float32 [b, f]; candidates_t: float32 [f, nc] (transposed, C-contiguous);
-    (seen_rows, seen_cols): local row and candidate id of every pair to exclude.
+    query_block: float32 [b, f]; candidates_t: float32 [f, nc] (transposed, C-contiguous), whose
+    columns from `ncandidates` on are padding (never returned);
+    (seen_rows, seen_cols): local row and candidate id of every pair to exclude;
+    buffer: optional aligned float32 [>= b, nc] scratch space reused across blocks.
     """
-    ncandidates = candidates_t.shape[1]
+    nrows, ncolumns = len(query_block), candidates_t.shape[1]
+    ncandidates = ncolumns if ncandidates is None else ncandidates
     k_eff = min(k, ncandidates)
-    if k_eff <= 0 or len(query_block) == 0:
-        empty = np.zeros((len(query_block), 0))
+    if k_eff <= 0 or nrows == 0:
+        empty = np.zeros((nrows, 0))
         return TopKBlock(start, empty.astype(np.int64), empty.astype(np.float32))
-    scores = query_block @ candidates_t
+    if buffer is None or len(buffer) < nrows:
+        buffer = aligned_empty((nrows, ncolumns))
+    scores = np.matmul(query_block, candidates_t, out=buffer[:nrows])
     if cold_scores is not None:
         cold = ~query_block.any(axis=1)
         if cold.any():
-            scores[cold] = cold_scores
+            scores[cold, :ncandidates] = cold_scores
+    scores[:, ncandidates:] = -np.inf
     if excluded is not None and len(excluded):
         scores[:, excluded] = -np.inf
     scores[seen_rows, seen_cols] = -np.inf
-    values, ids = tf.math.top_k(scores, k=k_eff, sorted=True)
-    return TopKBlock(start, ids.numpy().astype(np.int64), values.numpy())
+    values, ids = top_k_rows(scores, k_eff)
+    return TopKBlock(start, ids, values)
 
 
 @dataclasses.dataclass
@@ -77,15 +135,23 @@ class Scorer:
 
     def __post_init__(self):
         self.query = np.ascontiguousarray(self.query, dtype=np.float32)
-        self.candidates_t = np.ascontiguousarray(self.candidates.T, dtype=np.float32)
+        self.ncandidates = len(self.candidates)
+        # Pad the catalog to whole prefilter chunks (the padding scores -inf).
+        ncolumns = -(-self.ncandidates // CHUNK) * CHUNK
+        self.candidates_t = np.zeros((self.candidates.shape[1], ncolumns), np.float32)
+        self.candidates_t[:, :self.ncandidates] = self.candidates.T
         if self.cold_scores is not None:
             self.cold_scores = np.asarray(self.cold_scores, dtype=np.float32)
+        self._buffer: np.ndarray | None = None  # scores of one block, reused
 
     def block(self, start: int, stop: int, seen_pairs: tuple[np.ndarray, np.ndarray],
               k: int) -> TopKBlock:
         """Top-k of query rows [start, stop); seen_pairs = (row - start, candidate id) arrays."""
+        if self._buffer is None or len(self._buffer) < stop - start:
+            self._buffer = aligned_empty((stop - start, self.candidates_t.shape[1]))
         return top_k_block(self.query[start:stop], self.candidates_t, *seen_pairs, k,
-                           start, self.cold_scores, self.excluded)
+                           start, self.cold_scores, self.excluded, self._buffer,
+                           self.ncandidates)
 
     def blocks(self, seen: SeenMatrix, k: int, block_size: int) -> Iterator[TopKBlock]:
         """Top-k of every query row, one block of `block_size` rows at a time, in row order."""

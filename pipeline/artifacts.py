@@ -32,6 +32,10 @@ def stage_dir(root: str, folder: str) -> str:
     return join(root, folder)
 
 
+def exists(path: str) -> bool:
+    return tf.io.gfile.exists(path)
+
+
 def read_json(path: str) -> dict:
     with tf.io.gfile.GFile(path, "r") as f:
         return json.load(f)
@@ -69,13 +73,17 @@ def _missing(what: str, path: str, folder: str) -> StageInputError:
                            f"'{PRODUCER[folder]}' stage (run it first, e.g. --stages {PRODUCER[folder]})")
 
 
+def _required_json(what: str, path: str, folder: str) -> dict:
+    if not tf.io.gfile.exists(path):
+        raise _missing(what, path, folder)
+    return read_json(path)
+
+
 def check_preproc(root: str) -> dict:
     """Checks root/preproc is complete and self-consistent; returns its metadata.json."""
     preproc = stage_dir(root, PREPROC)
     meta_path = join(preproc, "metadata.json")
-    if not tf.io.gfile.exists(meta_path):
-        raise _missing("preprocessing metadata", meta_path, PREPROC)
-    metadata = read_json(meta_path)
+    metadata = _required_json("preprocessing metadata", meta_path, PREPROC)
     for key in ("nusers", "nitems"):
         if not isinstance(metadata.get(key), int) or metadata[key] <= 0:
             raise StageInputError(f"{meta_path}: '{key}' must be a positive integer, got "
@@ -98,9 +106,7 @@ def check_model(root: str, metadata: dict) -> dict:
     """Checks root/model has model.json and factors matching the preproc sizes; returns model.json."""
     model = stage_dir(root, MODEL)
     model_json_path = join(model, "model.json")
-    if not tf.io.gfile.exists(model_json_path):
-        raise _missing("model description", model_json_path, MODEL)
-    model_json = read_json(model_json_path)
+    model_json = _required_json("model description", model_json_path, MODEL)
     for key in ("nusers", "nitems"):
         if model_json.get(key) != metadata[key]:
             raise StageInputError(

@@ -25,6 +25,7 @@ import apache_beam as beam
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import tensorflow as tf
 import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
@@ -67,25 +68,19 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 # --- columnar helpers -------------------------------------------------------------------------
 
-def _split_by_shard(columns: dict[str, np.ndarray], shard: np.ndarray):
-    """Yields (shard, columns restricted to it) with one stable sort, no per-row Python."""
+def _shard_indices(shard: np.ndarray):
+    """Yields (shard, row indices) with one stable sort, no per-row Python."""
     order = np.argsort(shard, kind="stable")
-    sorted_shard = shard[order]
-    cuts = np.flatnonzero(np.diff(sorted_shard)) + 1
+    cuts = np.flatnonzero(np.diff(shard[order])) + 1
     for rows in np.split(order, cuts):
         if len(rows):
-            yield int(shard[rows[0]]), {name: values[rows] for name, values in columns.items()}
+            yield int(shard[rows[0]]), rows
 
 
-def _concat(parts) -> dict[str, np.ndarray]:
-    parts = list(parts)
-    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
-
-
-def _list_column(values: np.ndarray, type_: pa.DataType) -> pa.ListArray:
+def _list_column(values: pa.Array) -> pa.ListArray:
     """A dense scalar feature as TFXIO wants it: one-element lists, built without Python loops."""
     offsets = pa.array(np.arange(len(values) + 1, dtype=np.int32))
-    return pa.ListArray.from_arrays(offsets, pa.array(values, type=type_))
+    return pa.ListArray.from_arrays(offsets, values)
 
 
 RAW_ARROW_SCHEMA = pa.schema([
@@ -95,35 +90,35 @@ RAW_ARROW_SCHEMA = pa.schema([
 
 # --- stage 1: sum per (visitor, content) -------------------------------------------------------
 
-def _shard_row_batch(batch: sources.RowBatch, num_shards: int):
-    columns = {"v": batch.visitor_ids, "c": batch.content_ids, "x": batch.values}
+def _shard_row_batch(batch: pa.RecordBatch, num_shards: int):
     # Shard by visitor: every (visitor, content) pair lands whole in one shard.
-    shard = pd.util.hash_array(batch.visitor_ids) % np.uint64(num_shards)
-    return _split_by_shard(columns, shard.astype(np.int64))
+    visitors = batch.column(pp.VISITOR_ID).to_numpy(zero_copy_only=False)
+    shard = (pd.util.hash_array(visitors) % np.uint64(num_shards)).astype(np.int64)
+    for shard_id, rows in _shard_indices(shard):
+        yield shard_id, batch.take(rows)
 
 
 def _sum_shard(shard_and_parts):
-    """Sums one shard per pair; yields arrow RecordBatches for TFT and a stats dict."""
+    """Sums one shard per pair (arrow group-by); yields RecordBatches for TFT and a stats dict."""
     _, parts = shard_and_parts
-    frame = pd.DataFrame(_concat(parts))
-    sums = frame.groupby(["v", "c"], sort=False)["x"].sum()
-    kept = sums[sums > 0]
+    sums = pa.Table.from_batches(list(parts)).group_by(
+        [pp.VISITOR_ID, pp.CONTENT_ID], use_threads=False).aggregate([(pp.VALUE, "sum")])
+    kept = sums.filter(pc.greater(sums.column(pp.VALUE + "_sum"), 0.0))
     yield beam.pvalue.TaggedOutput("stats", {
-        "pairs_before_filter": len(sums), "dropped_nonpositive_pairs": len(sums) - len(kept)})
-    visitors = kept.index.get_level_values(0).to_numpy(dtype=object)
-    contents = kept.index.get_level_values(1).to_numpy(dtype=object)
-    values = kept.to_numpy(dtype=np.float64)
-    for start in range(0, len(values), _MAX_ROWS_PER_RECORD_BATCH):
+        "pairs_before_filter": sums.num_rows, "dropped_nonpositive_pairs": sums.num_rows - kept.num_rows})
+    values = kept.column(pp.VALUE + "_sum").combine_chunks()
+    visitors = kept.column(pp.VISITOR_ID).combine_chunks()
+    contents = kept.column(pp.CONTENT_ID).combine_chunks()
+    for start in range(0, kept.num_rows, _MAX_ROWS_PER_RECORD_BATCH):
         part = slice(start, start + _MAX_ROWS_PER_RECORD_BATCH)
         yield pa.RecordBatch.from_arrays([
-            _list_column(pa.array(visitors[part], pa.string()).cast(pa.binary()), pa.binary()),
-            _list_column(pa.array(contents[part], pa.string()).cast(pa.binary()), pa.binary()),
-            _list_column(values[part].astype(np.float32), pa.float32()),
-            _list_column(values[part], pa.float64())], schema=RAW_ARROW_SCHEMA)
+            _list_column(visitors[part]), _list_column(contents[part]),
+            _list_column(values[part].cast(pa.float32())), _list_column(values[part])],
+            schema=RAW_ARROW_SCHEMA)
 
 
 class SumPerPair(beam.PTransform):
-    """RowBatches -> arrow RecordBatches of summed (visitorId, contentId, value), value > 0."""
+    """Row batches -> arrow RecordBatches of summed (visitorId, contentId, value), value > 0."""
 
     def __init__(self, num_shards: int):
         super().__init__()
@@ -137,7 +132,7 @@ class SumPerPair(beam.PTransform):
         return summed.batches, summed.stats
 
 
-# --- stage 3: group into one Example per key ---------------------------------------------------
+# --- stage 3: group into one Example per key, write TFRecords ----------------------------------
 
 def _transformed_columns(transformed) -> dict[str, np.ndarray]:
     record_batch, _ = transformed
@@ -146,32 +141,49 @@ def _transformed_columns(transformed) -> dict[str, np.ndarray]:
 
 
 def _shard_by_key(columns: dict, key: str, num_shards: int):
-    return _split_by_shard(columns, columns[key] % num_shards)
+    for shard_id, rows in _shard_indices(columns[key] % num_shards):
+        yield shard_id, {name: values[rows] for name, values in columns.items()}
 
 
-def _serialized_examples(shard_and_parts, key: str, index: str):
-    """One Example per key: key [1], indices (sorted), values = ratings in the same order."""
-    _, parts = shard_and_parts
-    columns = _concat(parts)
-    order = np.lexsort((columns[index], columns[key]))
-    keys, indices = columns[key][order], columns[index][order].tolist()
-    ratings = columns[pp.RATING][order].tolist()
+def serialized_examples(keys: np.ndarray, indices: np.ndarray, values: np.ndarray):
+    """One Example per distinct key: key [1], indices sorted ascending, values in the same order."""
+    order = np.lexsort((indices, keys))
+    keys, indices, values = keys[order], indices[order].tolist(), values[order].tolist()
     starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
     ends = np.r_[starts[1:], len(keys)].tolist()
-    for k, start, end in zip(keys[starts].tolist(), starts.tolist(), ends):
+    for key, start, end in zip(keys[starts].tolist(), starts.tolist(), ends):
         example = tf.train.Example()
         feature = example.features.feature
-        feature["key"].int64_list.value.append(k)
+        feature["key"].int64_list.value.append(key)
         feature["indices"].int64_list.value.extend(indices[start:end])
-        feature["values"].float_list.value.extend(ratings[start:end])
+        feature["values"].float_list.value.extend(values[start:end])
         yield example.SerializeToString()
 
 
+def _write_shard(shard_and_parts, key: str, index: str, file_prefix: str):
+    """Writes one TFRecord file per shard (temp name, then rename: a retried bundle rewrites the
+    same complete file) and returns how many Examples it holds."""
+    shard_id, parts = shard_and_parts
+    parts = list(parts)
+    columns = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+    path = f"{file_prefix}-{shard_id:05d}"  # only non-empty shards exist, so no "-of-N"
+    folder, name = file_prefix.rsplit("/", 1)
+    temp_path = f"{folder}/.tmp-{uuid.uuid4().hex[:8]}-{name}-{shard_id:05d}"  # never matches name-*
+    count = 0
+    with tf.io.TFRecordWriter(temp_path) as writer:
+        for record in serialized_examples(columns[key], columns[index], columns[pp.RATING]):
+            writer.write(record)
+            count += 1
+    tf.io.gfile.rename(temp_path, path, overwrite=True)
+    return count
+
+
 class WriteSparseRows(beam.PTransform):
-    """Transformed batches -> TFRecords of one Example per `key` id listing its `index` ids.
+    """Transformed columns -> TFRecords of one Example per `key` id listing its `index` ids.
 
     Used for both sides: (key=itemId, index=userId) is users_for_item, the swap items_for_user.
-    Returns the number of Examples written (a one-element stats PCollection).
+    Shards are by key id, so every key's Example is built whole inside one shard. Returns a
+    one-element stats PCollection with the number of Examples written.
     """
 
     def __init__(self, key: str, index: str, file_prefix: str, num_shards: int):
@@ -180,14 +192,13 @@ class WriteSparseRows(beam.PTransform):
         self._file_prefix, self._num_shards = file_prefix, num_shards
 
     def expand(self, columns):
-        examples = (columns
-                    | "ShardByKey" >> beam.FlatMap(_shard_by_key, self._key, self._num_shards)
-                    | "GroupShards" >> beam.GroupByKey()
-                    | "ToExamples" >> beam.FlatMap(_serialized_examples, self._key, self._index))
-        _ = examples | "Write" >> beam.io.WriteToTFRecord(self._file_prefix)
         stat_name = f"examples.{self._file_prefix.rsplit('/', 1)[-1]}"
-        return examples | "Count" >> beam.combiners.Count.Globally() | beam.Map(
-            lambda n: {stat_name: n})
+        return (columns
+                | "ShardByKey" >> beam.FlatMap(_shard_by_key, self._key, self._num_shards)
+                | "GroupShards" >> beam.GroupByKey()
+                | "WriteShard" >> beam.Map(_write_shard, self._key, self._index, self._file_prefix)
+                | "Count" >> beam.CombineGlobally(sum)
+                | "AsStats" >> beam.Map(lambda n: {stat_name: n}))
 
 
 def _rating_stats(transformed, scale: float) -> dict:

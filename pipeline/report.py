@@ -14,7 +14,6 @@ import base64
 import datetime as dt
 import html
 import io
-import json
 import logging
 import sys
 
@@ -27,7 +26,7 @@ log = logging.getLogger("pipeline.report")
 
 RATING_SAMPLE_RECORDS = 2000   # items_for_user records read for the rating histogram
 PCA_MAX_POINTS = 5000          # items drawn in the scatter (all are used for the projection)
-LABELLED_ITEMS = 12
+LABELLED_ITEMS = 10
 SAMPLE_RECOMMENDATIONS = 5
 
 
@@ -73,6 +72,7 @@ def metrics_table(metrics: dict | None) -> tuple[list[str], list[tuple[str, list
     if not metrics:
         return [], []
     models = {k: v for k, v in metrics.items() if isinstance(v, dict)}
+    models = dict(sorted(models.items(), key=lambda kv: kv[0] != "wals"))  # WALS first
     if not models:
         models = {"value": {k: v for k, v in metrics.items() if isinstance(v, (int, float))}}
     columns = list(models)
@@ -106,10 +106,15 @@ def format_summary(run: dict, seconds: dict | None = None) -> str:
     losses = epoch_losses(run["model"])
     if losses:
         lines.append(f"training: {len(losses)} epochs, loss per epoch: "
-                     + " ".join(f"{loss:.4g}" for loss in losses))
+                     + " ".join(_fmt(loss) for loss in losses))
+        epoch_seconds = (run["model"] or {}).get("epoch_seconds") or []
+        if epoch_seconds:
+            lines.append("seconds per epoch: " + " ".join(f"{s:.2f}" for s in epoch_seconds))
     columns, rows = metrics_table(run["metrics"])
     if rows:
-        lines.append("held-out metrics: " + " | ".join(columns))
+        about = ", ".join(f"{k}={run['metrics'][k]}" for k in ("k", "heldout_interactions")
+                          if k in run["metrics"])
+        lines.append(f"held-out metrics ({about}): " + " | ".join(columns))
         lines += [f"  {name:<16}" + "  ".join(f"{_fmt(v):>10}" for v in values) for name, values in rows]
     lines.append("artifacts:")
     lines += [f"  {name:<12} {path}" for name, path in run["paths"].items()]
@@ -131,14 +136,16 @@ def _png(fig) -> str:
 
 
 def sample_ratings(preproc: str, max_records: int = RATING_SAMPLE_RECORDS) -> np.ndarray:
-    """Scaled ratings from the first items_for_user records (a sample; no full pass)."""
+    """Scaled ratings of the first max_records items_for_user records (a sample, not a full pass)."""
     values: list[float] = []
-    for path in shards(preproc, "items_for_user")[:4]:
+    remaining = max_records
+    for path in shards(preproc, "items_for_user"):
         compression = "GZIP" if path.endswith(".gz") else ""
-        for record in tf.data.TFRecordDataset(path, compression_type=compression).take(max_records):
+        for record in tf.data.TFRecordDataset(path, compression_type=compression).take(remaining):
             example = tf.train.Example.FromString(record.numpy())
             values.extend(example.features.feature["values"].float_list.value)
-        if len(values) >= max_records:
+            remaining -= 1
+        if remaining <= 0:
             break
     return np.asarray(values, dtype=np.float32)
 
@@ -179,7 +186,7 @@ def figures(run: dict) -> dict[str, str]:
             fig, ax = plt.subplots(figsize=(6, 3.5))
             ax.hist(ratings, bins=40)
             ax.set(xlabel="scaled rating", ylabel="interactions",
-                   title=f"Rating distribution (sample of {ratings.size})")
+                   title=f"Rating distribution ({ratings.size} ratings of the first users)")
             out["Rating distribution"] = _png(fig)
     col_path = join(run["paths"]["model"], "col_factors.npy")
     if run["metadata"] and tf.io.gfile.exists(col_path):
@@ -193,8 +200,8 @@ def _pca_figure(plt, item_factors: np.ndarray, run: dict) -> str:
     points = pca_2d(item_factors)
     shown = np.random.default_rng(0).permutation(len(points))[:PCA_MAX_POINTS]
     item_ids = _read_vocab(vocab_path(run["paths"]["preproc"], "vocab_items", run["metadata"]))
-    # label the items with the largest factors: in WALS these are the strongly-preferred ones
-    labelled = np.argsort(-np.linalg.norm(item_factors, axis=1), kind="stable")[:LABELLED_ITEMS]
+    # label the outermost points: they are spread apart (readable) and the most distinctive items
+    labelled = np.argsort(-np.linalg.norm(points, axis=1), kind="stable")[:LABELLED_ITEMS]
     fig, ax = plt.subplots(figsize=(7, 5.5))
     ax.scatter(points[shown, 0], points[shown, 1], s=6, alpha=0.5)
     for j in labelled:
@@ -232,10 +239,10 @@ def render_html(run: dict, images: dict[str, str]) -> str:
         parts.append("<h2>Held-out metrics</h2>" + _table(["metric"] + columns,
                                                           [[n] + v for n, v in rows]))
     if run["model"]:
-        hyper = run["model"].get("hyperparameters") or {}
-        parts.append("<h2>Model</h2>" + _table(["", "value"], [["n_embeds", run["model"].get("n_embeds")],
-                                                               ["epochs", run["model"].get("epochs_completed")]]
-                                               + sorted([k, json.dumps(v)] for k, v in hyper.items())))
+        rows = {"n_embeds": run["model"].get("n_embeds"),
+                "epochs_completed": run["model"].get("epochs_completed")}
+        rows.update(run["model"].get("hyperparameters") or {})
+        parts.append("<h2>Model</h2>" + _table(["", "value"], sorted([k, v] for k, v in rows.items())))
     for title, png in images.items():
         parts.append(f"<h2>{esc(title)}</h2><img alt=\"{esc(title)}\" src=\"data:image/png;base64,{png}\">")
     if run["recommendations"]:

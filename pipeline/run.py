@@ -24,7 +24,7 @@ import time
 
 from pipeline import vertex
 from pipeline.artifacts import (MODEL, PREDICTIONS, PREPROC, STAGE_ORDER, StageInputError,
-                                check_stage_inputs, join, stage_dir)
+                                check_stage_inputs, exists, join, stage_dir)
 from pipeline.cli import DEFAULT_OUTPUT_DIR, add_shared_args
 
 log = logging.getLogger("pipeline.run")
@@ -34,7 +34,11 @@ STAGE_MODULES = {"preprocess": "pipeline.preprocess", "train": "trainer.task",
 BEAM_STAGES = ("preprocess", "predict")  # the stages that receive the Beam flags
 DATE_FLAGS = ("start_date", "end_date")
 RELATIVE_DATE = re.compile(r"^(?:today(?:-(\d{1,4}))?|yesterday)$")
-USAGE_ERRORS = (StageInputError, ValueError, FileExistsError, FileNotFoundError)
+USAGE_ERRORS = (ValueError, FileExistsError, FileNotFoundError)
+
+
+class UsageError(ValueError):
+    """Flags that cannot work together (found before any stage starts)."""
 
 
 def stage_module(stage: str):
@@ -108,9 +112,14 @@ def check_beam_argv(parser: argparse.ArgumentParser, beam_argv: list[str]) -> No
         if not token.startswith("--") and not follows_flag:
             parser.error(f"unexpected argument {token!r} (flags look like --name=value)")
     unknown = _unknown_beam_flags(beam_argv)
-    if unknown:
-        parser.error(f"unrecognised flag(s) {' '.join(unknown)}: neither a pipeline flag (see --help) "
-                     "nor a Beam pipeline option")
+    if not unknown:
+        return
+    message = (f"unrecognised flag(s) {' '.join(unknown)}: neither a pipeline flag (see --help) "
+               "nor a Beam pipeline option")
+    if os.environ.get("FLEX_TEMPLATE_PYTHON_PY_FILE"):
+        log.warning("%s; passed on to Beam (Flex Template launcher)", message)  # launcher's own options
+    else:
+        parser.error(message)
 
 
 def resolve_date(value: str | None, today: dt.date) -> str | None:
@@ -161,12 +170,17 @@ def run_stage(stage: str, args: argparse.Namespace, beam_argv: list[str]) -> dic
 
 
 def check_runner(args: argparse.Namespace, beam_argv: list[str]) -> None:
-    """Remote workers cannot write to this machine's disk: fail before starting a remote job."""
+    """Remote workers cannot write to this machine's disk: fail before any job starts."""
     from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
     runner = PipelineOptions(beam_argv).view_as(StandardOptions).runner or ""
     if "dataflow" in runner.lower() and not args.output_dir.startswith("gs://"):
-        raise ValueError(f"--runner={runner} needs --output_dir on gs:// (got {args.output_dir})")
+        raise UsageError(f"--runner={runner} needs --output_dir on gs:// (got {args.output_dir})")
+    if args.trainer == "vertex" and "train" in args.stages:
+        if not args.vertex_image:
+            raise UsageError("--trainer vertex needs --vertex_image (a container image with this package)")
+        if not args.output_dir.startswith("gs://"):
+            raise UsageError(f"--trainer vertex needs --output_dir on gs:// (got {args.output_dir})")
 
 
 def check_upfront(args: argparse.Namespace) -> None:
@@ -175,8 +189,7 @@ def check_upfront(args: argparse.Namespace) -> None:
     check_stage_inputs(first, args.output_dir)
     if "predict" in args.stages and "train" not in args.stages and first != "predict":
         model_json = join(args.output_dir, MODEL, "model.json")
-        import tensorflow as tf
-        if not tf.io.gfile.exists(model_json):
+        if not exists(model_json):
             raise StageInputError(f"model description not found at {model_json}; it is written by the "
                                   "'train' stage (add it to --stages)")
 
@@ -227,16 +240,20 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except SystemExit as exc:  # argparse already printed the usage error
         return exc.code if isinstance(exc.code, int) else 2
-    except StageInputError as exc:
+    except (StageInputError, UsageError) as exc:
         log.error("error: %s", exc)
         return 2
-    except USAGE_ERRORS as exc:
+    except Exception as exc:
+        if not _is_refusal(exc):  # unexpected: keep the traceback, end with one clear line
+            log.exception("pipeline failed")
         log.error("error: %s: %s", type(exc).__name__, exc)
         return 1
-    except Exception as exc:  # unexpected: keep the traceback, end with one clear line
-        log.exception("pipeline failed")
-        log.error("error: %s: %s", type(exc).__name__, exc)
-        return 1
+
+
+def _is_refusal(exc: Exception) -> bool:
+    """A stage's own error (or a plain ValueError/FileExistsError...): the message says it all."""
+    return (isinstance(exc, USAGE_ERRORS)
+            or type(exc).__module__.split(".")[0] in ("pipeline", "trainer", "batch_predict"))
 
 
 def exit_now(code: int) -> None:

@@ -20,10 +20,10 @@ def _lines(folder, prefix):
 
 def test_beam_engine_equals_local_engine(tmp_path):
     # 23 users in blocks of 5 (last block partial); user 22 has no items_for_user record.
-    preproc, model, users, items, seen = random_fixture(tmp_path, nusers=23, nitems=9, gz=True)
+    preproc, model, users, items, seen = random_fixture(tmp_path, nusers=23, nitems=9)
     seen.pop(22)
     make_fixture(tmp_path / "again", seen, np.load(os.path.join(model, "row_factors.npy")),
-                 np.load(os.path.join(model, "col_factors.npy")))
+                 np.load(os.path.join(model, "col_factors.npy")), gz=True)
     preproc, model = str(tmp_path / "again" / "preproc"), str(tmp_path / "again" / "model")
     common = dict(mode="both", top_k=4, block_size=5, write_scores=True, outputs=[])
     local = run(predict_args(preproc, model, str(tmp_path / "local"), **common), [])

@@ -101,8 +101,17 @@ def test_dataflow_flags_pass_through_untouched(stages):
 
 def test_dataflow_runner_with_local_output_is_refused_before_any_stage(stages, tmp_path, caplog):
     code = driver.main(["--output_dir", str(tmp_path / "out")] + DATAFLOW_FLAGS)
-    assert code == 1 and "needs --output_dir on gs://" in caplog.text
+    assert code == 2 and "needs --output_dir on gs://" in caplog.text
     assert stages["preprocess"] == [] and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--output_dir", "gs://b/run"], "--trainer vertex needs --vertex_image"),
+    (["--vertex_image", "gcr.io/p/i"], "--trainer vertex needs --output_dir on gs://"),
+])
+def test_vertex_training_without_what_it_needs_fails_before_preprocessing(stages, flags, message, caplog):
+    assert driver.main(["--trainer", "vertex"] + flags) == 2
+    assert message in caplog.text and stages["preprocess"] == []
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -214,3 +223,11 @@ def test_stage_args_are_copies(stages):
     train = driver.stage_args("train", args)
     assert isinstance(train, argparse.Namespace) and args.output_dir == "root"
     assert train.output_dir == "root/model"
+
+
+def test_in_the_flex_launcher_unknown_options_are_passed_on_not_refused(stages, monkeypatch):
+    with pytest.raises(SystemExit):
+        driver.parse_args(["--launcher_option=1"])
+    monkeypatch.setenv("FLEX_TEMPLATE_PYTHON_PY_FILE", "/template/template/main.py")
+    _, beam_argv = driver.parse_args(["--launcher_option=1", "--runner=DataflowRunner"])
+    assert beam_argv == ["--launcher_option=1", "--runner=DataflowRunner"]

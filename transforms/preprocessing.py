@@ -50,9 +50,14 @@ def preprocessing_fn(inputs: dict, *, scale: float = DEFAULT_RATING_SCALE) -> di
     median = tf.reshape(tft.quantiles(value, num_buckets=2, epsilon=0.001), [-1])[0]
     # Guard a degenerate median (all values tiny): never divide by zero.
     median = tf.maximum(median, 1e-12)
+    # Unit weights give the same frequency order, but TFT then counts unique ids per batch in TF
+    # instead of emitting one Beam element per row (the unweighted path's hot spot).
+    ones = tf.ones_like(value)
     return {
-        USER_ID: tft.compute_and_apply_vocabulary(inputs[VISITOR_ID], vocab_filename=VOCAB_USERS),
-        ITEM_ID: tft.compute_and_apply_vocabulary(inputs[CONTENT_ID], vocab_filename=VOCAB_ITEMS),
+        USER_ID: tft.compute_and_apply_vocabulary(inputs[VISITOR_ID], vocab_filename=VOCAB_USERS,
+                                                  weights=ones),
+        ITEM_ID: tft.compute_and_apply_vocabulary(inputs[CONTENT_ID], vocab_filename=VOCAB_ITEMS,
+                                                  weights=ones),
         RATING: tf.minimum(scale * value / median, 1.0),
     }
 

@@ -1,0 +1,71 @@
+"""Ranking metrics, RMSE, coverage and the held-out split against hand-computed values."""
+import math
+
+import numpy as np
+import pytest
+
+from trainer import metrics
+
+SCORES = np.array([[0.9, 0.8, 0.7, 0.6, 0.5],
+                   [0.1, 0.2, 0.3, 0.4, 0.5],
+                   [0.5, 0.5, 0.5, 0.5, 0.5]], np.float32)
+
+
+def fixed_scorer(block):
+    return SCORES[block]
+
+
+def test_ranking_metrics_match_hand_computation():
+    train = (np.array([0, 1, 2]), np.array([0, 4, 1]))      # seen items are excluded
+    test = (np.array([0, 0, 1]), np.array([2, 4, 3]))       # user 2 has nothing held out
+    got = metrics.evaluate(fixed_scorer, train, test, nusers=3, nitems=5, k=3, block_size=1)
+    # user 0: top 1,2,3 -> hits 0,1,0 of |T|=2; user 1: top 3,2,1 -> hits 1,0,0 of |T|=1.
+    ndcg_user0 = (1 / math.log2(3)) / (1 + 1 / math.log2(3))
+    assert got["precision@3"] == pytest.approx((1 / 3 + 1 / 3) / 2)
+    assert got["recall@3"] == pytest.approx((1 / 2 + 1) / 2)
+    assert got["map@3"] == pytest.approx(((1 / 2) / 2 + 1) / 2)
+    assert got["ndcg@3"] == pytest.approx((ndcg_user0 + 1) / 2)
+    assert got["coverage@3"] == pytest.approx(3 / 5)
+    assert got["users_evaluated"] == 2
+    blocked = metrics.evaluate(fixed_scorer, train, test, 3, 5, k=3, block_size=1024)
+    assert blocked == got
+
+
+def test_top_k_skips_seen_items_and_marks_missing_slots():
+    top = metrics.top_k_unseen(SCORES[:1], np.array([0, 0, 0]), np.array([0, 1, 2]), k=3)
+    assert top.tolist() == [[3, 4, -1]]
+
+
+def test_perfect_and_useless_rankings():
+    train = (np.array([0]), np.array([4]))
+    perfect = metrics.evaluate(lambda b: SCORES[b], train, (np.array([0, 0]), np.array([0, 1])),
+                               1, 5, k=2)
+    assert perfect["ndcg@2"] == pytest.approx(1.0) and perfect["map@2"] == pytest.approx(1.0)
+    useless = metrics.evaluate(lambda b: SCORES[b], train, (np.array([0]), np.array([3])), 1, 5, k=2)
+    assert useless["ndcg@2"] == 0.0 and useless["recall@2"] == 0.0
+
+
+def test_rmse_and_baseline_predictors():
+    row = np.array([[1.0, 0.0], [0.0, 2.0]], np.float32)
+    col = np.array([[0.5, 0.5], [1.0, 1.0]], np.float32)
+    predict = metrics.factor_predictor(row, col)
+    users, items, ratings = np.array([0, 1, 1]), np.array([0, 0, 1]), np.array([0.5, 0.0, 2.0])
+    # predictions 0.5, 1.0, 2.0 -> errors 0, 1, 0
+    assert metrics.rmse(predict, users, items, ratings, chunk=2) == pytest.approx(math.sqrt(1 / 3))
+    mean = metrics.item_mean_predictor(np.array([0, 0]), np.array([0.2, 0.4]), nitems=2)
+    assert mean(np.array([0, 0]), np.array([0, 1])).tolist() == pytest.approx([0.3, 0.3])
+    popularity = metrics.popularity_scorer(np.array([2, 2, 1]), nitems=3)
+    assert popularity(np.array([5, 6])).tolist() == [[0, 1, 2], [0, 1, 2]]
+
+
+def test_split_holdout_is_seeded_per_user_and_keeps_training_items():
+    users = np.repeat(np.arange(4), [8, 1, 2, 10])
+    held = metrics.split_holdout(users, 0.25, seed=3)
+    assert np.bincount(users[held], minlength=4).tolist() == [2, 0, 0, 2]   # rint(0.5) = 0
+    assert np.array_equal(held, metrics.split_holdout(users, 0.25, seed=3))
+    assert not np.array_equal(held, metrics.split_holdout(users, 0.25, seed=4))
+    assert not metrics.split_holdout(users, 0.0, seed=3).any()
+    everything = metrics.split_holdout(users, 0.99, seed=3)
+    assert np.bincount(users[~everything], minlength=4).min() == 1
+    with pytest.raises(ValueError, match="eval fraction"):
+        metrics.split_holdout(users, 1.0, seed=3)

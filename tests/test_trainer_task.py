@@ -1,0 +1,104 @@
+"""trainer.task end to end on a small preproc dir: outputs, determinism, resume, overwrite."""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from tests.trainer_fixtures import random_matrix, train_args, write_preproc
+from trainer import task
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NUSERS, NITEMS = 80, 50
+SMALL = ("--n_embeds", "6", "--batch_size", "16", "--batch_entries", "64")
+
+
+@pytest.fixture(scope="module")
+def preproc(tmp_path_factory):
+    users, items, ratings = random_matrix(NUSERS, NITEMS, 0.12, seed=5)
+    return write_preproc(str(tmp_path_factory.mktemp("data") / "preproc"), users, items, ratings,
+                         NUSERS, NITEMS, gz=True)
+
+
+def load_factors(model_dir):
+    return (np.load(os.path.join(model_dir, "row_factors.npy")),
+            np.load(os.path.join(model_dir, "col_factors.npy")))
+
+
+def test_run_writes_the_documented_model_dir_and_is_deterministic(preproc, tmp_path):
+    first = task.run(train_args(preproc, str(tmp_path / "a"), "--epochs", "4", *SMALL))
+    second = task.run(train_args(preproc, str(tmp_path / "b"), "--epochs", "4", *SMALL))
+    rows, cols = load_factors(tmp_path / "a")
+    assert rows.shape == (NUSERS, 6) and cols.shape == (NITEMS, 6)
+    assert rows.dtype == cols.dtype == np.float32
+    for got, want in zip(load_factors(tmp_path / "b"), (rows, cols)):
+        np.testing.assert_array_equal(got, want)
+    losses = first["loss_history"]
+    assert losses == second["loss_history"] and len(losses) == 4
+    assert all(b <= a for a, b in zip(losses, losses[1:]))
+    model = json.load(open(tmp_path / "a" / "model.json"))
+    assert (model["nusers"], model["nitems"], model["n_embeds"]) == (NUSERS, NITEMS, 6)
+    assert model["epochs_completed"] == 4 and model["preproc_dir"] == preproc
+    assert model["hyperparameters"]["regularization"] > 0
+    saved = json.load(open(tmp_path / "a" / "metrics.json"))
+    for name in ("wals", "popularity"):
+        assert set(saved[name]) >= {"precision@10", "recall@10", "map@10", "ndcg@10",
+                                    "coverage@10", "rmse"}
+        assert 0 <= saved[name]["ndcg@10"] <= 1
+    assert saved["heldout_interactions"] == first["heldout_interactions"] > 0
+    assert any(name.startswith("events.out.tfevents") for name in os.listdir(tmp_path / "a" / "logs"))
+    different_seed = task.run(train_args(preproc, str(tmp_path / "c"), "--epochs", "4",
+                                         "--seed", "7", *SMALL))
+    assert different_seed["loss_history"] != losses
+
+
+def test_existing_model_dir_rules(preproc, tmp_path):
+    model_dir = str(tmp_path / "m")
+    task.run(train_args(preproc, model_dir, "--epochs", "2", *SMALL))
+    again = task.run(train_args(preproc, model_dir, "--epochs", "2", *SMALL))
+    assert again["resumed"] is True
+    with pytest.raises(ValueError, match="different settings \\(regularization\\).*--overwrite"):
+        task.run(train_args(preproc, model_dir, "--epochs", "2", "--regularization", "3", *SMALL))
+    fresh = task.run(train_args(preproc, model_dir, "--epochs", "2", "--regularization", "3",
+                                "--overwrite", *SMALL))
+    assert fresh["resumed"] is False
+    stranger = tmp_path / "stranger"
+    stranger.mkdir()
+    (stranger / "notes.txt").write_text("not a model")
+    with pytest.raises(ValueError, match="no run_config.json"):
+        task.run(train_args(preproc, str(stranger), *SMALL))
+
+
+def test_resume_after_kill_matches_uninterrupted_run(preproc, tmp_path):
+    flags = ["--epochs", "60", *SMALL]
+    killed_dir = str(tmp_path / "killed")
+    command = [sys.executable, "-m", "trainer.task", "--input_dir", preproc,
+               "--output_dir", killed_dir, *flags]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    state = os.path.join(killed_dir, "checkpoints", "checkpoint")
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline and process.poll() is None:
+            latest = re.search(r'^model_checkpoint_path: "ckpt-(\d+)"',
+                               open(state).read() if os.path.exists(state) else "", re.M)
+            if latest and int(latest.group(1)) >= 2:   # killed mid-training, after epoch 2
+                break
+            time.sleep(0.01)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert process.returncode == -signal.SIGKILL, "trainer finished before it could be killed"
+    assert not os.path.exists(os.path.join(killed_dir, "model.json"))
+
+    resumed = task.run(train_args(preproc, killed_dir, *flags))
+    assert resumed["resumed"] is True
+    uninterrupted = task.run(train_args(preproc, str(tmp_path / "straight"), *flags))
+    for got, want in zip(load_factors(killed_dir), load_factors(tmp_path / "straight")):
+        np.testing.assert_array_equal(got, want)
+    assert resumed["loss_history"] == uninterrupted["loss_history"]

@@ -1,0 +1,112 @@
+"""WALS math against a direct dense NumPy treatment of the same objective (small matrices)."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from trainer import wals
+
+W0, LAMBDA, K = 0.1, 0.3, 4
+
+
+def dense_problem(seed=0, nusers=12, nitems=9, density=0.35):
+    rng = np.random.default_rng(seed)
+    observed = rng.random((nusers, nitems)) < density
+    observed[3] = False                       # a user with no ratings at all
+    observed[:, 5] = False                    # an item with no ratings
+    observed[0] = observed[0] | (np.arange(nitems) < 8)  # a row longer than K (Cholesky path)
+    observed[:, 5] = False
+    ratings = np.where(observed, rng.uniform(0.1, 1.0, (nusers, nitems)), 0.0)
+    col_weight = rng.uniform(0.5, 2.0, nitems)
+    users, items = np.nonzero(observed)
+    return observed, ratings, col_weight, users, items
+
+
+def dense_weights(observed, col_weight):
+    """Weight of every (user, item) pair in the objective: w0 + c_j if observed, else w0."""
+    return np.where(observed, W0 + col_weight[None, :], W0)
+
+
+def dense_objective(u, v, observed, ratings, col_weight):
+    """L of the wals module docstring, written out over the full dense matrix."""
+    weight = dense_weights(observed, col_weight)
+    return float((weight * (ratings - u @ v.T) ** 2).sum() + LAMBDA * ((u ** 2).sum() + (v ** 2).sum()))
+
+
+def dense_row_solve(fixed, weight, ratings):
+    """argmin of the dense weighted least squares for every row, `fixed` held constant."""
+    out = np.zeros((weight.shape[0], fixed.shape[1]))
+    for i in range(weight.shape[0]):
+        lhs = fixed.T @ (weight[i][:, None] * fixed) + LAMBDA * np.eye(fixed.shape[1])
+        out[i] = np.linalg.solve(lhs, fixed.T @ (weight[i] * ratings[i]))
+    return out
+
+
+def make_solver(users, items, ratings, col_weight, nusers, nitems, **kwargs):
+    return wals.WALS(users, items, ratings[users, items].astype(np.float32), nusers, nitems, K,
+                     LAMBDA, W0, col_weight[items].astype(np.float32), seed=7, **kwargs)
+
+
+@pytest.mark.parametrize("max_rows,max_entries", [(4096, 1 << 17), (2, 6)])
+def test_half_steps_match_dense_closed_form(max_rows, max_entries):
+    observed, ratings, col_weight, users, items = dense_problem()
+    solver = make_solver(users, items, ratings, col_weight, *observed.shape,
+                         max_rows=max_rows, max_entries=max_entries)
+    v0 = solver.col_factors.numpy().astype(np.float64)
+    loss = solver.epoch()
+    u1 = solver.row_factors.numpy().astype(np.float64)
+    weight = dense_weights(observed, col_weight)
+    np.testing.assert_allclose(u1, dense_row_solve(v0, weight, ratings), atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(solver.col_factors.numpy(), dense_row_solve(u1, weight.T, ratings.T),
+                               atol=1e-4, rtol=1e-4)
+    assert np.all(solver.row_factors.numpy()[3] == 0)      # empty user -> zero factors
+    assert np.all(solver.col_factors.numpy()[5] == 0)      # empty item -> zero factors
+    dense = dense_objective(solver.row_factors.numpy(), solver.col_factors.numpy(), observed,
+                            ratings, col_weight)
+    assert loss == pytest.approx(dense, rel=1e-4)
+
+
+def test_loss_decreases_monotonically_and_batching_does_not_change_results(monkeypatch):
+    observed, ratings, col_weight, users, items = dense_problem(seed=1, nusers=30, nitems=20,
+                                                                density=0.3)
+    coarse = make_solver(users, items, ratings, col_weight, *observed.shape)
+    monkeypatch.setattr(wals, "MAX_GRAPH_BATCHES", 0)     # `fine` sweeps eagerly, not as a graph
+    fine = make_solver(users, items, ratings, col_weight, *observed.shape, max_rows=3,
+                       max_entries=8)
+    assert len(fine.user_side.cols) > len(coarse.user_side.cols)
+    losses = [coarse.epoch() for _ in range(8)]
+    for _ in range(8):
+        fine.epoch()
+    assert all(b <= a * (1 + 1e-6) for a, b in zip(losses, losses[1:])), losses
+    assert losses[-1] < losses[0]
+    np.testing.assert_allclose(fine.row_factors.numpy(), coarse.row_factors.numpy(), atol=1e-4)
+
+
+def test_short_row_woodbury_path_equals_direct_cholesky():
+    rng = np.random.default_rng(3)
+    fixed = tf.constant(rng.normal(size=(10, K)), tf.float32)
+    base = W0 * tf.matmul(fixed, fixed, transpose_a=True) + LAMBDA * tf.eye(K)
+    base_inv = tf.linalg.inv(base)
+    cols = tf.constant([[1, 2, 0], [4, 5, 6]], tf.int32)                  # width 3 < K
+    ratings = tf.constant([[0.5, 0.2, 0.0], [0.1, 0.9, 0.4]], tf.float32)
+    weights = tf.constant([[1.0, 2.0, 0.0], [0.5, 1.5, 3.0]], tf.float32)  # 0 = padding
+    short, short_loss = wals.solve_short_rows(fixed, base, base_inv, cols, ratings, weights, W0)
+    long, long_loss = wals.solve_long_rows(fixed, base, base_inv, cols, ratings, weights, W0)
+    np.testing.assert_allclose(short.numpy(), long.numpy(), atol=1e-5)
+    assert float(short_loss) == pytest.approx(float(long_loss), abs=1e-5)
+
+
+def test_column_weight_schemes():
+    counts = np.array([0, 1, 4, 100])
+    np.testing.assert_allclose(wals.column_weights(counts, "none", 5, 2), [1, 1, 1, 1])
+    np.testing.assert_allclose(wals.column_weights(counts, "linear", 10, 2), [0, 10, 2.5, 0.1])
+    np.testing.assert_allclose(wals.column_weights(counts, "log", 10, 0.5), [0, 1, 0.5, 0.1])
+    np.testing.assert_allclose(wals.column_weights(counts, "log", 10, -0.5), [0, 1, 2, 10])
+    with pytest.raises(ValueError, match="col_weights"):
+        wals.column_weights(counts, "sqrt", 1, 1)
+
+
+def test_rejects_non_positive_regularization():
+    observed, ratings, col_weight, users, items = dense_problem()
+    with pytest.raises(ValueError, match="regularization"):
+        wals.WALS(users, items, ratings[users, items], *observed.shape, K, 0.0, W0,
+                  col_weight[items], seed=1)
