@@ -128,7 +128,7 @@ def run_topk_job(spec: dict, beam_argv: list[str], staged_prefix: str,
     Returns the job's counters: rows_scored, rows_with_seen, rejected.
 
     spec: seen_pattern, nrows, ncols, block_size, top_k, write_scores, query_factors,
-    candidate_factors, candidate_counts (list), query_vocab, candidate_vocab.
+    candidate_factors, candidate_counts (array), query_vocab, candidate_vocab.
     """
     from pipeline import beam_runner
 

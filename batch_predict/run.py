@@ -111,7 +111,7 @@ def _topk_beam(direction: Direction, args, staging: out.Staging, candidate_count
             "block_size": args.block_size, "top_k": args.top_k, "write_scores": args.write_scores,
             "query_factors": art.join(args.model_dir, query.factors_file),
             "candidate_factors": art.join(args.model_dir, candidates.factors_file),
-            "candidate_counts": candidate_counts.tolist(),
+            "candidate_counts": candidate_counts,
             "query_vocab": query.vocab_file, "candidate_vocab": candidates.vocab_file}
     rejected_dir = staging.path("rejected")
     counters = run_topk_job(spec, beam_argv, staging.path(name),

@@ -39,7 +39,7 @@ from transforms import preprocessing as pp
 LOG = logging.getLogger(__name__)
 DEFAULT_INPUT = "pipeline/data/ga_sessions_sample.ndjson.gz"
 _VALUE_PASSTHROUGH = "value_passthrough"  # raw value carried past TFT to read back the median
-_MAX_ROWS_PER_RECORD_BATCH = 65536
+_MAX_ROWS_PER_RECORD_BATCH = 200_000
 
 
 class PreprocessError(RuntimeError):

@@ -217,10 +217,15 @@ class _GaSessionParser:
         triples, rejects = [], []
         for line in lines:
             try:
-                session = ga.parse_session_line(line)
-                triples.extend(ga.session_interactions(session, **self._options))
+                session_triples = ga.session_interactions(ga.parse_session_line(line), **self._options)
             except ga.RejectedRow as rejected:
                 rejects.append((line, rejected.reason))
+                continue
+            reason = next(filter(None, (_bad_id_reason(v, c) for v, c, _ in session_triples)), None)
+            if reason:  # e.g. a newline inside an id would corrupt the one-id-per-line vocabulary
+                rejects.append((line, reason))
+            else:
+                triples.extend(session_triples)
         return ParsedBatch(triples_batch(triples), rejects, len(lines))
 
 

@@ -63,8 +63,8 @@ def test_existing_model_dir_rules(preproc, tmp_path):
     again = task.run(train_args(preproc, model_dir, "--epochs", "2", *SMALL))
     assert again["resumed"] is True
     with pytest.raises(ValueError, match="different settings \\(regularization\\).*--overwrite"):
-        task.run(train_args(preproc, model_dir, "--epochs", "2", "--regularization", "3", *SMALL))
-    fresh = task.run(train_args(preproc, model_dir, "--epochs", "2", "--regularization", "3",
+        task.run(train_args(preproc, model_dir, "--epochs", "2", "--regularization", "7", *SMALL))
+    fresh = task.run(train_args(preproc, model_dir, "--epochs", "2", "--regularization", "7",
                                 "--overwrite", *SMALL))
     assert fresh["resumed"] is False
     stranger = tmp_path / "stranger"
@@ -75,7 +75,7 @@ def test_existing_model_dir_rules(preproc, tmp_path):
 
 
 def test_resume_after_kill_matches_uninterrupted_run(preproc, tmp_path):
-    flags = ["--epochs", "60", *SMALL]
+    flags = ["--epochs", "30", *SMALL]
     killed_dir = str(tmp_path / "killed")
     command = [sys.executable, "-m", "trainer.task", "--input_dir", preproc,
                "--output_dir", killed_dir, *flags]

@@ -18,6 +18,7 @@ NDCG but raised catalog coverage. --eval_fraction > 0 trains on the remaining sh
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import logging
@@ -28,6 +29,7 @@ import time
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
+from tensorflow.python.framework import config as tf_config
 
 from trainer import input as wals_input
 from trainer import metrics, wals
@@ -140,7 +142,24 @@ def run(args: argparse.Namespace) -> dict:
     """Trains WALS from args.input_dir (preproc) into args.output_dir (model); returns a summary."""
     start = time.time()
     _validate(args)
+    with _op_determinism():
+        return _run(args, start)
+
+
+@contextlib.contextmanager
+def _op_determinism():
+    """Deterministic kernels while training (same seed -> same factors on GPU too), then the
+    previous setting back: the driver runs other stages in this process afterwards."""
+    was_enabled = tf_config.is_op_determinism_enabled()
     tf.config.experimental.enable_op_determinism()
+    try:
+        yield
+    finally:
+        if not was_enabled:
+            tf_config.disable_op_determinism()  # no public API for this yet
+
+
+def _run(args: argparse.Namespace, start: float) -> dict:
     matrix, metadata = wals_input.load_matrix(args.input_dir, args.batch_size)
     held = (metrics.split_holdout(matrix.users, args.eval_fraction, args.seed)
             if args.eval_fraction > 0 else np.zeros(matrix.nnz, bool))
@@ -158,43 +177,16 @@ def run(args: argparse.Namespace) -> dict:
                        args.regularization, args.unobserved_weight,
                        _entry_weights(users, items, matrix.nitems, args), args.seed,
                        max_rows=args.batch_size, max_entries=args.batch_entries)
-    epoch = tf.Variable(0, dtype=tf.int64, name="epoch")
-    loss_history = tf.Variable(tf.zeros([args.epochs], tf.float64), name="loss_history")
-    epoch_seconds = tf.Variable(tf.zeros([args.epochs], tf.float64), name="epoch_seconds")
-    checkpoint = tf.train.Checkpoint(row_factors=solver.row_factors,
-                                     col_factors=solver.col_factors, epoch=epoch,
-                                     loss_history=loss_history, epoch_seconds=epoch_seconds)
-    manager = tf.train.CheckpointManager(checkpoint, join(model_dir, "checkpoints"),
-                                         max_to_keep=2)
-    if resuming and manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        logging.info("train: resumed from %s after epoch %d", manager.latest_checkpoint,
-                     int(epoch.numpy()))
-
-    test = (matrix.users[held], matrix.items[held])
-    writer = tf.summary.create_file_writer(join(model_dir, "logs"))
-    with writer.as_default():
-        for step in range(int(epoch.numpy()), args.epochs):
-            tick = time.time()
-            loss = solver.epoch()
-            seconds = time.time() - tick
-            loss_history[step].assign(loss)
-            epoch_seconds[step].assign(seconds)
-            _scalar_summary("weighted_loss", loss, step + 1)
-            _scalar_summary("epoch_seconds", seconds, step + 1)
-            message = f"train: epoch {step + 1}/{args.epochs} weighted_loss={loss:.6g} {seconds:.3f}s"
-            if held.any():
-                monitor = metrics.evaluate(
-                    metrics.factor_scorer(solver.row_factors.numpy(), solver.col_factors.numpy()),
-                    (users, items), test, matrix.nusers, matrix.nitems, args.top_k,
-                    max_users=PER_EPOCH_EVAL_USERS)
-                ndcg = monitor[f"ndcg@{args.top_k}"]
-                _scalar_summary(f"heldout_ndcg@{args.top_k}", ndcg, step + 1)
-                message += f" heldout ndcg@{args.top_k}={ndcg:.4f} ({monitor['users_evaluated']} users)"
-            logging.info(message)
-            epoch.assign(step + 1)
-            manager.save(checkpoint_number=step + 1)
-    writer.flush()
+    state = TrainState(solver, args.epochs, join(model_dir, "checkpoints"))
+    if resuming:
+        state.restore()
+    monitor = None
+    if held.any():
+        test = (matrix.users[held], matrix.items[held])
+        monitor = lambda row_f, col_f: metrics.evaluate(
+            metrics.factor_scorer(row_f, col_f), (users, items), test, matrix.nusers,
+            matrix.nitems, args.top_k, max_users=PER_EPOCH_EVAL_USERS)[f"ndcg@{args.top_k}"]
+    train_epochs(solver, state, join(model_dir, "logs"), monitor, args.top_k)
 
     row_factors = solver.row_factors.numpy()
     col_factors = solver.col_factors.numpy()
@@ -206,9 +198,9 @@ def run(args: argparse.Namespace) -> dict:
         _write_json(join(model_dir, "metrics.json"), summary_metrics)
     model = {"n_embeds": args.n_embeds, "nusers": matrix.nusers, "nitems": matrix.nitems,
              "preproc_dir": preproc_dir, "hyperparameters": hyperparameters(args),
-             "epochs_completed": int(epoch.numpy()),
-             "loss_history": [float(x) for x in loss_history.numpy()],
-             "epoch_seconds": [float(x) for x in epoch_seconds.numpy()],
+             "epochs_completed": int(state.epoch.numpy()),
+             "loss_history": [float(x) for x in state.loss_history.numpy()],
+             "epoch_seconds": [float(x) for x in state.epoch_seconds.numpy()],
              "train_interactions": int(train.sum()), "heldout_interactions": int(held.sum()),
              "created": datetime.datetime.now(datetime.timezone.utc).isoformat()}
     _write_json(join(model_dir, "model.json"), model)
@@ -222,6 +214,56 @@ def run(args: argparse.Namespace) -> dict:
             "metrics": summary_metrics, "nusers": matrix.nusers, "nitems": matrix.nitems,
             "train_interactions": model["train_interactions"],
             "heldout_interactions": model["heldout_interactions"]}
+
+
+class TrainState:
+    """Factors + progress, checkpointed after every epoch (tf.train.CheckpointManager)."""
+
+    def __init__(self, solver: wals.WALS, epochs: int, checkpoint_dir: str):
+        self.epoch = tf.Variable(0, dtype=tf.int64, name="epoch")
+        self.loss_history = tf.Variable(tf.zeros([epochs], tf.float64), name="loss_history")
+        self.epoch_seconds = tf.Variable(tf.zeros([epochs], tf.float64), name="epoch_seconds")
+        checkpoint = tf.train.Checkpoint(row_factors=solver.row_factors,
+                                         col_factors=solver.col_factors, epoch=self.epoch,
+                                         loss_history=self.loss_history,
+                                         epoch_seconds=self.epoch_seconds)
+        self.manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir, max_to_keep=2)
+
+    def restore(self) -> None:
+        latest = self.manager.latest_checkpoint
+        if latest:  # None when killed before the first epoch ended: start from the seed
+            self.manager.checkpoint.restore(latest).assert_existing_objects_matched()
+            logging.info("train: resumed from %s after epoch %d", latest, int(self.epoch.numpy()))
+
+    def record(self, step: int, loss: float, seconds: float) -> None:
+        self.loss_history[step].assign(loss)
+        self.epoch_seconds[step].assign(seconds)
+        self.epoch.assign(step + 1)
+        self.manager.save(checkpoint_number=step + 1)
+
+
+def train_epochs(solver: wals.WALS, state: TrainState, log_dir: str, monitor, k: int) -> None:
+    """Runs the remaining epochs: log line + TensorBoard scalars + checkpoint after each.
+
+    `monitor(row_factors, col_factors) -> held-out NDCG@k`, or None when eval is off.
+    """
+    epochs = int(state.loss_history.shape[0])
+    writer = tf.summary.create_file_writer(log_dir)
+    with writer.as_default():
+        for step in range(int(state.epoch.numpy()), epochs):
+            tick = time.time()
+            loss = solver.epoch()
+            seconds = time.time() - tick
+            _scalar_summary("weighted_loss", loss, step + 1)
+            _scalar_summary("epoch_seconds", seconds, step + 1)
+            message = f"train: epoch {step + 1}/{epochs} weighted_loss={loss:.6g} {seconds:.3f}s"
+            if monitor is not None:
+                ndcg = monitor(solver.row_factors.numpy(), solver.col_factors.numpy())
+                _scalar_summary(f"heldout_ndcg@{k}", ndcg, step + 1)
+                message += f" heldout ndcg@{k}={ndcg:.4f}"
+            logging.info(message)
+            state.record(step, loss, seconds)
+            writer.flush()
 
 
 def evaluate_model(row_factors: np.ndarray, col_factors: np.ndarray,

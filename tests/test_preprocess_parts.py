@@ -1,0 +1,82 @@
+"""Fast tests of the preprocess stage's parts: file ranges, headers, BigQuery wiring, runner choice."""
+import apache_beam as beam
+import pytest
+from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+from apache_beam.testing.util import assert_that, equal_to
+
+from pipeline import beam_runner, sources, sql
+from tests.preprocess_fixtures import stage_args
+
+
+@pytest.mark.parametrize("range_bytes", [1, 7, 64, 10_000])
+def test_line_ranges_read_every_line_exactly_once(tmp_path, range_bytes):
+    lines = ["header", "a", "", "bb,1", "c" * 40, "d\r", "é,ü", "last-without-newline"]
+    path = tmp_path / "f.txt"
+    path.write_bytes("\n".join(lines).encode())
+    expected = [line.rstrip("\r").encode() for line in lines[1:]]
+    with beam.Pipeline(runner=FnApiRunner()) as p:
+        got = (p | sources.ReadLineBatches(str(path), skip_header_lines=1, range_bytes=range_bytes,
+                                           lines_per_batch=2)
+               | beam.FlatMap(lambda batch: batch))
+        assert_that(got, equal_to(expected))
+
+
+def test_parse_header_detects_delimiter_and_columns():
+    h = sources.parse_header("\ufeffts\titem_id\tUser_Id\trating\r\n")
+    assert (h.delimiter, h.user_col, h.item_col, h.rating_col, h.num_columns) == ("\t", 2, 1, 3, 4)
+    h = sources.parse_header("user_id,item_id,rating")
+    assert (h.delimiter, h.num_columns) == (",", 3)
+    with pytest.raises(ValueError, match="rating"):
+        sources.parse_header("user_id,item_id,score")
+
+
+def test_interactions_fast_and_row_by_row_paths_agree():
+    header = sources.parse_header("user_id,item_id,rating")
+    parser = sources._InteractionsParser(header)
+    clean = [b"u1,i1,3", b'"u,2",i2,0.5', b"u3,i1,1e2"]
+    fast = parser._clean_batch(clean)
+    slow = parser._row_by_row(clean)
+    assert fast is not None and fast.rows.equals(slow.rows) and not fast.rejects
+    assert parser._clean_batch(clean + [b"u4,i1,-1"]) is None  # any bad row -> exact path
+    parsed = parser(clean + [b"u4,i1,-1"])
+    assert parsed.input_rows == 4 and parsed.rejects == [("u4,i1,-1", "rating_negative")]
+
+
+def test_bigquery_source_runs_the_validated_preset_query(tmp_path):
+    args = stage_args(tmp_path, "--source", "bigquery", "--table", "my-project.my_dataset.ga_sessions_*",
+                      "--ga_preset", "news", "--start_date", "20240101", "--end_date", "20240131")
+    transform = sources.source_transform(args)
+    assert isinstance(transform, sources.ReadBigQuery)
+    assert transform.query == sql.build_query("news", "my-project.my_dataset.ga_sessions_*", start_date="20240101",
+                                              end_date="20240131")
+    with pytest.raises(ValueError):
+        sources.source_transform(stage_args(tmp_path, "--source", "bigquery",
+                                             "--table", "my-project.ds.t`; DROP TABLE x; --"))
+
+
+def test_bigquery_rows_are_checked():
+    parsed = sources._parse_bigquery_rows([
+        {"visitorId": "v1", "contentId": "c1", "value": 12.0},
+        {"visitorId": "v1", "contentId": "", "value": 1.0},
+        {"visitorId": "v2", "contentId": "c1", "value": 0},
+        {"visitorId": "v2"}])
+    assert parsed.rows.num_rows == 1 and parsed.input_rows == 4
+    assert [reason for _, reason in parsed.rejects] == ["empty_item_id", "non_positive_value",
+                                                        "malformed_bigquery_row"]
+
+
+def test_local_runner_defaults():
+    options = beam_runner.pipeline_options([])
+    assert isinstance(beam_runner.runner_for(options), FnApiRunner)  # never the Prism download
+    assert options.view_as(DirectOptions).direct_running_mode == "in_memory"
+    big = beam_runner.pipeline_options([], input_size=beam_runner.MULTI_PROCESSING_MIN_BYTES)
+    assert big.view_as(DirectOptions).direct_running_mode == "multi_processing"
+    assert big.view_as(DirectOptions).direct_num_workers == 2
+    pinned = beam_runner.pipeline_options(["--direct_running_mode=in_memory"], input_size=10**12)
+    assert pinned.view_as(DirectOptions).direct_running_mode == "in_memory"
+    dataflow = beam_runner.pipeline_options(["--runner=DataflowRunner", "--project=p"], input_size=10**12)
+    assert dataflow.view_as(StandardOptions).runner == "DataflowRunner"
+    assert beam_runner.runner_for(dataflow) is None
+    with pytest.raises(ValueError, match="multi_threading"):
+        beam_runner.pipeline_options(["--direct_running_mode=multi_threading"])
