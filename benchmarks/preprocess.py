@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from pipeline.preprocess import serialized_examples  # the same Example encoding on both sides
+
 LOG = logging.getLogger("benchmarks.preprocess")
 
 
@@ -33,22 +35,6 @@ def write_interactions(path: str, rows: int, users: int, items: int, seed: int) 
                           "item_id": np.char.add("i", item.astype(str)),
                           "rating": rng.integers(1, 6, rows)})
     frame.to_csv(path, index=False)
-
-
-def _examples(keys: np.ndarray, indices: np.ndarray, values: np.ndarray) -> list[bytes]:
-    order = np.lexsort((indices, keys))
-    keys, indices, values = keys[order], indices[order].tolist(), values[order].tolist()
-    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
-    ends = np.r_[starts[1:], len(keys)].tolist()
-    out = []
-    for key, start, end in zip(keys[starts].tolist(), starts.tolist(), ends):
-        example = tf.train.Example()
-        feature = example.features.feature
-        feature["key"].int64_list.value.append(key)
-        feature["indices"].int64_list.value.extend(indices[start:end])
-        feature["values"].float_list.value.extend(values[start:end])
-        out.append(example.SerializeToString())
-    return out
 
 
 def pandas_reference(path: str, out_dir: str, scale: float = 0.3) -> dict:
@@ -73,7 +59,7 @@ def pandas_reference(path: str, out_dir: str, scale: float = 0.3) -> dict:
     for name, keys, indices in (("users_for_item", item_ids, user_ids),
                                 ("items_for_user", user_ids, item_ids)):
         with tf.io.TFRecordWriter(os.path.join(out_dir, name + "-00000-of-00001")) as writer:
-            for record in _examples(keys, indices, rating):
+            for record in serialized_examples(keys, indices, rating):
                 writer.write(record)
     return {"nusers": len(vocabs["user_id"]), "nitems": len(vocabs["item_id"]),
             "interactions": len(sums), "median_value": median}

@@ -37,7 +37,8 @@ from pipeline import artifacts, beam_runner, cli, ga, sources
 from transforms import preprocessing as pp
 
 LOG = logging.getLogger(__name__)
-DEFAULT_INPUT = "pipeline/data/ga_sessions_sample.ndjson.gz"
+DEFAULT_INPUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data",
+                             "ga_sessions_sample.ndjson.gz")
 _VALUE_PASSTHROUGH = "value_passthrough"  # raw value carried past TFT to read back the median
 _MAX_ROWS_PER_RECORD_BATCH = 200_000
 
@@ -210,11 +211,9 @@ def _rating_stats(transformed, scale: float) -> dict:
     if len(ratings):
         stats.update(min_rating=float(ratings.min()), max_rating=float(ratings.max()),
                      sum_rating=float(ratings.sum(dtype=np.float64)))
-        unclamped = np.flatnonzero((ratings > 0) & (ratings < 1))
-        if len(unclamped):
-            best = unclamped[np.argmax(ratings[unclamped])]  # largest rating: least rounding error
-            stats["max_median_value"] = pp.median_from_probe(float(values[best]),
-                                                             float(ratings[best]), scale)
+        median = pp.learned_median(values, ratings, scale)
+        if median is not None:
+            stats["max_median_value"] = median  # every batch reads back the same float32
     return stats
 
 
@@ -268,9 +267,8 @@ def prepare_output_dir(preproc: str, overwrite: bool) -> None:
 
 
 def _metadata(args, preproc: str, stats: dict, seconds: float) -> dict:
-    vocab = {name: artifacts.join(preproc, "transform_fn", "assets", name)
-             for name in (pp.VOCAB_USERS, pp.VOCAB_ITEMS)}
     tft_output = tft.TFTransformOutput(preproc)
+    vocab = {name: tft_output.vocabulary_file_by_name(name) for name in (pp.VOCAB_USERS, pp.VOCAB_ITEMS)}
     nusers = tft_output.vocabulary_size_by_name(pp.VOCAB_USERS)
     nitems = tft_output.vocabulary_size_by_name(pp.VOCAB_ITEMS)
     interactions = stats.get("rated_rows", 0)
@@ -316,7 +314,9 @@ def run(args, beam_argv: list[str]) -> dict:
     try:
         pipeline = beam.Pipeline(runner=beam_runner.runner_for(options), options=options)
         build_pipeline(pipeline, source, args, preproc, temp_dir)
+        pipeline_started = time.time()
         pipeline.run().wait_until_finish()
+        LOG.info("preprocess: Beam+TFT pipeline finished in %.1f s", time.time() - pipeline_started)
         with tf.io.gfile.GFile(artifacts.join(temp_dir, "stats.json")) as f:
             stats = json.load(f)
     finally:

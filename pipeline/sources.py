@@ -316,6 +316,10 @@ class _InteractionsParser:
         so it never has to explain a reject; any doubt -> None and the exact row-by-row path."""
         h = self._header
         data = b"\n".join(lines)
+        try:
+            data.decode("utf-8")  # pyarrow's invalid-row callback cannot report non-UTF-8 text
+        except UnicodeDecodeError:
+            return None
         invalid = []
         names = [f"c{i}" for i in range(h.num_columns)]
         try:
@@ -329,7 +333,7 @@ class _InteractionsParser:
                     include_columns=[names[h.user_col], names[h.item_col], names[h.rating_col]],
                     column_types={names[h.user_col]: pa.string(), names[h.item_col]: pa.string(),
                                   names[h.rating_col]: pa.float64()}))
-        except (pa.ArrowInvalid, UnicodeDecodeError):
+        except pa.ArrowInvalid:
             return None
         if invalid or table.num_rows != len(lines):
             return None

@@ -1,11 +1,13 @@
 """Fast tests of the preprocess stage's parts: file ranges, headers, BigQuery wiring, runner choice."""
 import apache_beam as beam
+import numpy as np
 import pytest
 from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipeline import beam_runner, sources, sql
+from transforms import preprocessing as pp
 from tests.preprocess_fixtures import stage_args
 
 
@@ -80,3 +82,14 @@ def test_local_runner_defaults():
     assert beam_runner.runner_for(dataflow) is None
     with pytest.raises(ValueError, match="multi_threading"):
         beam_runner.pipeline_options(["--direct_running_mode=multi_threading"])
+
+
+@pytest.mark.parametrize("median", [1.0, 3.0, 64201.0, 0.0123, 35000.0])
+def test_learned_median_is_read_back_exactly(median):
+    rng = np.random.default_rng(1)
+    values = np.concatenate([rng.uniform(0, 4 * median, 300), [median, 10 * median]])
+    m32 = np.float32(median)
+    # TFT's float32 arithmetic: min(fl(fl(scale * value) / median), 1)
+    ratings = np.minimum(np.float32(0.3) * values.astype(np.float32) / m32, np.float32(1))
+    assert pp.learned_median(values, ratings, 0.3) == float(m32)
+    assert pp.learned_median(values[-1:], ratings[-1:], 0.3) is None  # clamped only: unknown

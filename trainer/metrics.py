@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]
+MAX_BLOCK_SCORES = 1 << 24  # users per block shrink so a block's score matrix stays ~128 MB
 
 
 def split_holdout(users: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -93,6 +94,7 @@ def evaluate(score_users: ScoreFn, train: tuple[np.ndarray, np.ndarray],
     train / test are (user ids, item ids) COO pairs. `max_users` evaluates only the first
     that many test users (cheap per-epoch monitoring); keys are prefixed with `prefix`.
     """
+    block_size = max(1, min(block_size, MAX_BLOCK_SCORES // max(nitems, 1)))
     train_ptr, train_items = csr_rows(*train, nusers)
     test_ptr, test_items = csr_rows(*test, nusers)
     n_test = np.diff(test_ptr)

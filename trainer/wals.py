@@ -30,6 +30,10 @@ import tensorflow as tf
 
 COL_WEIGHT_SCHEMES = ("none", "linear", "log")
 MAX_GRAPH_BATCHES = 512
+# Rows with L < SHORT_ROW_FRACTION·k entries use the Woodbury form (L×L instead of k×k
+# Cholesky). Flop counts favour it only below L ≈ 0.4·k, but TF's batched k×k matmul and
+# Cholesky are slow enough that 1.0 measured fastest (MovieLens, k = 32 and 128).
+SHORT_ROW_FRACTION = 1.0
 
 
 def column_weights(counts: np.ndarray, scheme: str, factor: float, exponent: float) -> np.ndarray:
@@ -104,7 +108,7 @@ def _observed_loss(gathered, factors, ratings, weights, unobserved_weight):
 
 @tf.function(reduce_retracing=True)
 def solve_long_rows(fixed, lhs_base, lhs_base_inv, cols, ratings, weights, unobserved_weight):
-    """Exact solves for rows with >= k entries: batched Cholesky of the k×k systems."""
+    """Exact solves for longer rows: batched Cholesky of the k×k systems."""
     del lhs_base_inv
     gathered = tf.gather(fixed, cols)                                  # [B, L, k]
     lhs = lhs_base + tf.matmul(gathered * weights[..., None], gathered, transpose_a=True)
@@ -115,7 +119,7 @@ def solve_long_rows(fixed, lhs_base, lhs_base_inv, cols, ratings, weights, unobs
 
 @tf.function(reduce_retracing=True)
 def solve_short_rows(fixed, lhs_base, lhs_base_inv, cols, ratings, weights, unobserved_weight):
-    """The same exact solves for rows with L < k entries, via the Woodbury identity.
+    """The same exact solves for short rows (L entries, L < k), via the Woodbury identity.
 
     With B = G + λI (shared by all rows), X the row's L gathered factors and S = diag(√c):
     (B + XᵀS²X)⁻¹ = P − P XᵀS (I_L + S X P XᵀS)⁻¹ S X P with P = B⁻¹, so each row needs an
@@ -144,7 +148,7 @@ def _solve_side(fixed: tf.Tensor, side: SideBatches, regularization: float,
     lhs_base_inv = tf.linalg.cholesky_solve(tf.linalg.cholesky(lhs_base), tf.eye(k))
     solved, observed = [], []
     for cols, ratings, weights in zip(side.cols, side.ratings, side.weights):
-        solve = solve_short_rows if cols.shape[1] < k else solve_long_rows
+        solve = solve_short_rows if cols.shape[1] < SHORT_ROW_FRACTION * k else solve_long_rows
         factors, loss = solve(fixed, lhs_base, lhs_base_inv, cols, ratings, weights,
                               unobserved_weight)
         solved.append(factors)
@@ -165,7 +169,7 @@ class WALS:
     def __init__(self, users: np.ndarray, items: np.ndarray, ratings: np.ndarray,
                  nusers: int, nitems: int, n_embeds: int, regularization: float,
                  unobserved_weight: float, entry_weights: np.ndarray, seed: int,
-                 max_rows: int = 2048, max_entries: int = 16384):
+                 max_rows: int = 1024, max_entries: int = 4096):
         if regularization <= 0:
             raise ValueError("regularization must be > 0 so every per-row system is solvable")
         if unobserved_weight < 0 or (entry_weights < 0).any():

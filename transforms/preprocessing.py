@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 
@@ -69,8 +70,25 @@ def make_preprocessing_fn(scale: float = DEFAULT_RATING_SCALE):
     return functools.partial(preprocessing_fn, scale=float(scale))
 
 
-def median_from_probe(probe_value: float, probe_rating: float, scale: float) -> float:
-    """Inverts the rating formula for an unclamped probe: median = scale * value / rating."""
-    if not 0 < probe_rating < 1:
-        raise ValueError(f"probe rating {probe_rating} is clamped or zero; cannot invert")
-    return scale * probe_value / probe_rating
+def learned_median(values: np.ndarray, ratings: np.ndarray, scale: float) -> float | None:
+    """The float32 median TFT used, read back from transformed rows (None if all are clamped).
+
+    TFT computes rating = fl32(fl32(scale * value) / median). Inverting one unclamped row gives the
+    median to within an ulp or two; of the float32 numbers around that estimate, the one that
+    reproduces the given rows' ratings exactly is the median.
+    """
+    unclamped = (ratings > 0) & (ratings < 1)
+    numerators = np.float32(scale) * np.asarray(values, np.float32)[unclamped][:256]
+    ratings = np.asarray(ratings, np.float32)[unclamped][:256]
+    if not len(ratings):
+        return None
+    best = int(np.argmax(ratings))  # the largest rating has the smallest relative rounding error
+    estimate = np.float32(float(numerators[best]) / float(ratings[best]))
+    candidates = [estimate]
+    for direction in (np.float32(np.inf), np.float32(0)):
+        neighbour = estimate
+        for _ in range(4):
+            neighbour = np.nextafter(neighbour, direction)
+            candidates.append(neighbour)
+    exact = [int(np.sum(numerators / m == ratings)) for m in candidates]
+    return float(candidates[int(np.argmax(exact))])  # ties -> the earliest, i.e. nearest the estimate
