@@ -23,7 +23,9 @@ ecommerce
 
 A row that cannot be read faithfully is rejected as a whole (`RejectedRow` with a stable `.reason`)
 rather than partly used: only the fields a preset actually reads are checked, so noise in
-ignored hits (EVENT hits, unrelated dimensions) never rejects a session.
+ignored hits (EVENT hits, unrelated dimensions) never rejects a session. That includes ids holding a
+character of the prediction file format (`visitorId<TAB>contentId1,contentId2,...`, one user a line):
+`id_separator_reason` is the one check every source applies.
 """
 from __future__ import annotations
 
@@ -52,10 +54,22 @@ REJECT_REASONS = (
     "non_numeric_hit_number",  # a PAGE hit's hitNumber absent or not an integer
     "duplicate_hit_number",  # two PAGE hits share a hitNumber: page order would be ambiguous
     "empty_content_id",      # the content dimension / productSKU is present but empty
+    "separator_in_user_id",  # fullVisitorId holds a TAB, CR or LF (see ID_SEPARATORS)
+    "separator_in_item_id",  # a content id / productSKU holds a comma, TAB, CR or LF
     "absurd_duration",       # a time on page above max_time_on_page_ms
 )
 
 _INT_TEXT = re.compile(r"[+-]?\d+")
+
+# Characters an id must not hold, because batch prediction writes one line per user,
+# `visitorId<TAB>contentId1,contentId2,...` (and vocabularies are one id per line).
+ID_SEPARATORS = {"user_id": "\t\r\n", "item_id": ",\t\r\n"}
+_SEPARATOR_RES = {side: re.compile(f"[{re.escape(chars)}]") for side, chars in ID_SEPARATORS.items()}
+
+
+def id_separator_reason(side: str, value: str) -> str | None:
+    """`separator_in_<side>` if `value` (side "user_id" or "item_id") holds one of its ID_SEPARATORS."""
+    return f"separator_in_{side}" if _SEPARATOR_RES[side].search(value) else None
 
 
 class RejectedRow(Exception):
@@ -210,6 +224,7 @@ def _visitor_id(session: dict) -> str:
         raise RejectedRow("invalid_visitor_id", f"fullVisitorId is {type(visitor_id).__name__}")
     if not visitor_id.strip():
         raise RejectedRow("missing_visitor_id", "blank fullVisitorId")
+    _check_separators("user_id", visitor_id, "fullVisitorId")
     return visitor_id
 
 
@@ -241,4 +256,11 @@ def _non_empty_id(value: Any, field: str) -> str:
         raise RejectedRow("empty_content_id", f"{field} is empty")
     if not isinstance(value, str):
         raise RejectedRow("malformed_hit", f"{field} is {type(value).__name__}, not a string")
+    _check_separators("item_id", value, field)
     return value
+
+
+def _check_separators(side: str, value: str, field: str) -> None:
+    reason = id_separator_reason(side, value)
+    if reason:
+        raise RejectedRow(reason, f"{field} {value!r:.60} holds a separator of the prediction files")

@@ -50,15 +50,28 @@ class PreprocessError(RuntimeError):
 def add_args(parser: argparse.ArgumentParser) -> None:
     """Flags owned by the preprocess stage (not --output_dir nor the shared flags)."""
     g = parser.add_argument_group("preprocess")
-    g.add_argument("--source", choices=("bigquery", "ga_export", "interactions"), default="ga_export")
+    g.add_argument("--source", choices=("bigquery", "ga_export", "interactions"), default="ga_export",
+                   help="Where rows come from: bigquery (GA360 table, the preset's SQL), ga_export "
+                        "(NDJSON GA360 session files from `bq extract`, .gz ok; default: the bundled "
+                        "sample) or interactions (delimited user_id,item_id,rating files with a header).")
     g.add_argument("--input", default=DEFAULT_INPUT,
                    help="File or glob (local or gs://) for ga_export / interactions.")
-    g.add_argument("--ga_preset", choices=ga.PRESETS, default="news")
+    g.add_argument("--ga_preset", choices=ga.PRESETS, default="news",
+                   help="GA semantics for bigquery / ga_export. news: item = custom dimension "
+                        "--content_dimension of PAGE hits, value = time on page in ms (next PAGE "
+                        "hit's time minus this one's, summed per visitor and item). ecommerce: item "
+                        "= productSKU of non-impression products, value = detail views + "
+                        "--purchase_weight x purchases.")
     g.add_argument("--table", help="BigQuery GA360 table, e.g. project.dataset.ga_sessions_*")
     g.add_argument("--start_date", help="YYYYMMDD, first _TABLE_SUFFIX (bigquery)")
     g.add_argument("--end_date", help="YYYYMMDD, last _TABLE_SUFFIX (bigquery)")
-    g.add_argument("--content_dimension", type=int, default=ga.DEFAULT_CONTENT_DIMENSION)
-    g.add_argument("--purchase_weight", type=float, default=ga.DEFAULT_PURCHASE_WEIGHT)
+    g.add_argument("--content_dimension", type=int, default=ga.DEFAULT_CONTENT_DIMENSION,
+                   help="news preset: index of the hit-level custom dimension holding the content "
+                        "id (GA360 has 1..200; default %(default)s).")
+    g.add_argument("--purchase_weight", type=float, default=ga.DEFAULT_PURCHASE_WEIGHT,
+                   help="ecommerce preset: score of one purchase relative to one product detail "
+                        "view (default %(default)s: a purchase counts as five views; 0 ignores "
+                        "purchases).")
     g.add_argument("--rating_scale", type=float, default=pp.DEFAULT_RATING_SCALE,
                    help="rating = min(scale * value / median, 1)")
     g.add_argument("--max_rejected_fraction", type=float, default=0.1,

@@ -20,17 +20,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.compute as pc
-from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from pipeline import ga
+from pipeline.textio import ReadLineBatches, matching_files
 
 REQUIRED_COLUMNS = ("user_id", "item_id", "rating")
 _MAX_RAW_CHARS = 10_000  # a reject keeps enough of the row to debug it, not a 100 MB line
-_RANGE_BYTES = 32 * 1024 * 1024  # an uncompressed file is read in ranges of this size, in parallel
-_BLOCK_BYTES = 4 * 1024 * 1024
-_LINES_PER_BATCH = 16384
 
 
 ROW_SCHEMA = pa.schema([("visitorId", pa.binary()), ("contentId", pa.binary()), ("value", pa.float64())])
@@ -121,89 +118,6 @@ class _ParseBatches(beam.PTransform):
         return SourceOutput(outputs.rows, outputs.rejected, outputs.stats)
 
 
-# --- reading lines from files --------------------------------------------------------------------
-
-def matching_files(file_pattern: str) -> list:
-    """FileMetadata of the files matching file_pattern; a clear error when there are none."""
-    matches = FileSystems.match([file_pattern])[0].metadata_list
-    if not matches:
-        raise FileNotFoundError(f"--input {file_pattern!r} matches no files")
-    return sorted(matches, key=lambda m: m.path)
-
-
-def _file_ranges(file_pattern: str, range_bytes: int):
-    """(path, start, end) byte ranges; a compressed file is one range (it cannot seek cheaply)."""
-    for metadata in matching_files(file_pattern):
-        compressed = CompressionTypes.detect_compression_type(metadata.path) != CompressionTypes.UNCOMPRESSED
-        if compressed or metadata.size_in_bytes <= range_bytes:
-            yield metadata.path, 0, None
-            continue
-        for start in range(0, metadata.size_in_bytes, range_bytes):
-            yield metadata.path, start, min(start + range_bytes, metadata.size_in_bytes)
-
-
-def _read_range(file_range, skip_header_lines: int, lines_per_batch: int):
-    """Lists of the lines whose first byte lies in [start, end) (end None: to EOF).
-
-    The line straddling `start` belongs to the previous range, the one straddling `end` to this
-    one: the usual convention, so every line is read exactly once. Lines are split from big
-    blocks (no per-line I/O calls); a trailing '\r' (CRLF files) is dropped.
-    """
-    path, start, end = file_range
-    with FileSystems.open(path) as f:
-        if start > 0:
-            f.seek(start - 1)  # if byte start-1 is '\n', the line at `start` is ours
-        remaining = None if end is None else end - max(start - 1, 0)
-        to_drop = 1 if start > 0 else skip_header_lines  # partial first line or header lines
-        carry = b""
-        while remaining is None or remaining > 0:
-            block = f.read(_BLOCK_BYTES if remaining is None else min(_BLOCK_BYTES, remaining))
-            if not block:
-                break
-            if remaining is not None:
-                remaining -= len(block)
-            lines = (carry + block).split(b"\n")
-            carry = lines.pop()
-            if to_drop:
-                dropped = min(to_drop, len(lines))
-                lines, to_drop = lines[dropped:], to_drop - dropped
-            yield from _batches(lines, lines_per_batch)
-        if carry and remaining == 0:
-            carry += f.readline().rstrip(b"\n")  # the range ended mid-line: finish that line
-        if carry and not to_drop:
-            yield from _batches([carry], lines_per_batch)
-
-
-def _batches(lines: list, size: int):
-    lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
-    for start in range(0, len(lines), size):
-        yield lines[start:start + size]
-
-
-class ReadLineBatches(beam.PTransform):
-    """Text files (glob, local or gs://, .gz etc.) -> lists of raw lines (bytes, no newline).
-
-    Reads big blocks per byte range instead of one element per line: per-element overhead of
-    ReadFromText dominated the whole job at a million rows. Ranges are spread over workers.
-    """
-
-    def __init__(self, file_pattern: str, skip_header_lines: int = 0, *,
-                 range_bytes: int = _RANGE_BYTES, lines_per_batch: int = _LINES_PER_BATCH):
-        super().__init__()
-        matching_files(file_pattern)  # fail at construction, not mid-run
-        self._file_pattern = file_pattern
-        self._skip_header_lines = skip_header_lines
-        self._range_bytes, self._lines_per_batch = range_bytes, lines_per_batch
-
-    def expand(self, pbegin):
-        return (pbegin
-                | "FilePattern" >> beam.Create([self._file_pattern])
-                | "ByteRanges" >> beam.FlatMap(_file_ranges, self._range_bytes)
-                | "SpreadRanges" >> beam.Reshuffle()
-                | "ReadRanges" >> beam.FlatMap(_read_range, self._skip_header_lines,
-                                               self._lines_per_batch))
-
-
 # --- ga_export ----------------------------------------------------------------------------------
 
 class _GaSessionParser:
@@ -216,16 +130,10 @@ class _GaSessionParser:
     def __call__(self, lines: list[bytes]) -> ParsedBatch:
         triples, rejects = [], []
         for line in lines:
-            try:
-                session_triples = ga.session_interactions(ga.parse_session_line(line), **self._options)
+            try:  # ga checks ids too (blank, separators): the same reasons as the other sources
+                triples += ga.session_interactions(ga.parse_session_line(line), **self._options)
             except ga.RejectedRow as rejected:
                 rejects.append((line, rejected.reason))
-                continue
-            reason = next(filter(None, (_bad_id_reason(v, c) for v, c, _ in session_triples)), None)
-            if reason:  # e.g. a newline inside an id would corrupt the one-id-per-line vocabulary
-                rejects.append((line, reason))
-            else:
-                triples.extend(session_triples)
         return ParsedBatch(triples_batch(triples), rejects, len(lines))
 
 
@@ -294,12 +202,19 @@ def _rating_reason(text: str, rating: float) -> str | None:
 
 
 def _bad_id_reason(visitor: str, content: str) -> str | None:
-    for name, value in (("user_id", visitor), ("item_id", content)):
+    """empty_<side> or separator_in_<side> (a character of the prediction file format), else None."""
+    for side, value in (("user_id", visitor), ("item_id", content)):
         if not value.strip():
-            return f"empty_{name}"
-        if "\n" in value or "\r" in value:  # a vocabulary file is one id per line
-            return f"newline_in_{name}"
+            return f"empty_{side}"
+        reason = ga.id_separator_reason(side, value)
+        if reason:
+            return reason
     return None
+
+
+# ga.ID_SEPARATORS as RE2 character classes, for the vectorised fast path
+_SEPARATOR_PATTERNS = {side: "[" + "".join(f"\\x{ord(c):02x}" for c in chars) + "]"
+                       for side, chars in ga.ID_SEPARATORS.items()}
 
 
 class _InteractionsParser:
@@ -340,9 +255,9 @@ class _InteractionsParser:
         users, items = table.column(names[h.user_col]), table.column(names[h.item_col])
         ratings = table.column(names[h.rating_col])
         bad = pc.or_kleene(pc.invert(pc.is_finite(ratings)), pc.less(ratings, 0.0))
-        for ids in (users, items):
+        for side, ids in (("user_id", users), ("item_id", items)):
             bad = pc.or_kleene(bad, pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(ids)), 0))
-            bad = pc.or_kleene(bad, pc.match_substring(ids, "\r"))
+            bad = pc.or_kleene(bad, pc.match_substring_regex(ids, _SEPARATOR_PATTERNS[side]))
         if ratings.null_count or users.null_count or items.null_count or pc.any(bad).as_py():
             return None
         return ParsedBatch(row_batch(users.combine_chunks(), items.combine_chunks(),

@@ -110,9 +110,10 @@ def _read_rows(files: list[str], n_rows: int, n_cols: int, batch_size: int):
     except tf.errors.OpError as err:
         raise ValueError(f"cannot read TFRecords {files[0]} (+{len(files) - 1} more): "
                          f"{err.message}") from None
-    cat = lambda parts, dtype: np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
-    keys, rows, cols = cat(keys, np.int64), cat(rows, np.int64), cat(cols, np.int64)
-    vals = cat(vals, np.float32)
+    def joined(parts: list, dtype) -> np.ndarray:
+        return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
+    keys, rows, cols = joined(keys, np.int64), joined(rows, np.int64), joined(cols, np.int64)
+    vals = joined(vals, np.float32)
     for what, ids, limit in (("key", keys, n_rows), ("index", cols, n_cols)):
         bad = (ids < 0) | (ids >= limit)
         if bad.any():
