@@ -51,11 +51,13 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     """Flags owned by the preprocess stage (not --output_dir nor the shared flags)."""
     g = parser.add_argument_group("preprocess")
     g.add_argument("--source", choices=("bigquery", "ga_export", "interactions"), default="ga_export",
-                   help="Where rows come from: bigquery (GA360 table, the preset's SQL), ga_export "
-                        "(NDJSON GA360 session files from `bq extract`, .gz ok; default: the bundled "
-                        "sample) or interactions (delimited user_id,item_id,rating files with a header).")
+                   help="Where rows come from: bigquery (GA360 tables, queried with the "
+                        "--ga_preset SQL), ga_export (NDJSON GA360 session files as written by "
+                        "`bq extract`, .gz ok) or interactions (delimited user_id,item_id,rating "
+                        "files with a header row).")
     g.add_argument("--input", default=DEFAULT_INPUT,
-                   help="File or glob (local or gs://) for ga_export / interactions.")
+                   help="File or glob (local or gs://) for ga_export / interactions (default: "
+                        "the bundled sample, pipeline/data/ga_sessions_sample.ndjson.gz).")
     g.add_argument("--ga_preset", choices=ga.PRESETS, default="news",
                    help="GA semantics for bigquery / ga_export. news: item = custom dimension "
                         "--content_dimension of PAGE hits, value = time on page in ms (next PAGE "
@@ -66,12 +68,12 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--start_date", help="YYYYMMDD, first _TABLE_SUFFIX (bigquery)")
     g.add_argument("--end_date", help="YYYYMMDD, last _TABLE_SUFFIX (bigquery)")
     g.add_argument("--content_dimension", type=int, default=ga.DEFAULT_CONTENT_DIMENSION,
-                   help="news preset: index of the hit-level custom dimension holding the content "
-                        "id (GA360 has 1..200; default %(default)s).")
+                   help="news preset: index of the hit-level custom dimension holding the "
+                        "content id (GA360 has 1..200).")
     g.add_argument("--purchase_weight", type=float, default=ga.DEFAULT_PURCHASE_WEIGHT,
-                   help="ecommerce preset: score of one purchase relative to one product detail "
-                        "view (default %(default)s: a purchase counts as five views; 0 ignores "
-                        "purchases).")
+                   help="ecommerce preset: score of one purchase, in product detail views (a "
+                        "view scores 1). The default %(default)s counts a purchase as that many "
+                        "views, a rarer and stronger preference signal; 0 ignores purchases.")
     g.add_argument("--rating_scale", type=float, default=pp.DEFAULT_RATING_SCALE,
                    help="rating = min(scale * value / median, 1)")
     g.add_argument("--max_rejected_fraction", type=float, default=0.1,

@@ -4,8 +4,10 @@ Every source expands to the same three PCollections (a `SourceOutput`):
   rows      pyarrow RecordBatches (ROW_SCHEMA): columnar (visitorId, contentId, value) triples, not yet summed per pair
   rejected  {"raw": str, "reason": str, "source": str}, one per rejected input row
   stats     per-batch count dicts {"input_rows", "accepted_rows", "rejected_rows", "rejected.<reason>"}
-so input_rows = accepted_rows + rejected_rows holds by construction. Lines are parsed a batch at a
-time (one DoFn call per few thousand lines) to keep per-element Beam overhead off the hot path.
+so input_rows = accepted_rows + rejected_rows holds by construction. File sources read lines with
+`pipeline.textio.ReadLineBatches` and parse a batch at a time (one DoFn call per few thousand
+lines) to keep per-element Beam overhead off the hot path. Every source rejects ids that are blank
+or hold a separator of the prediction files (`ga.id_separator_reason`) with the same reasons.
 """
 
 import csv

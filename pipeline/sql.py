@@ -22,10 +22,10 @@ from pipeline.ga import (DEFAULT_CONTENT_DIMENSION, DEFAULT_MAX_TIME_ON_PAGE_MS,
                          DEFAULT_PURCHASE_WEIGHT, PRESETS)
 
 # project: 6-30 chars, lowercase letters/digits/hyphens, optional legacy "domain.com:" prefix;
-# dataset: letters/digits/underscores; table: letters/digits/underscores/hyphens, optional `*`.
+# dataset: letters/digits/underscores (GA360 export datasets are numeric view ids); table: letters/digits/underscores/hyphens, optional `*`.
 _TABLE_RE = re.compile(
     r"(?:[a-z][a-z0-9.-]{0,62}:)?[a-z][a-z0-9-]{4,28}[a-z0-9]"
-    r"\.[A-Za-z_][A-Za-z0-9_]{0,1023}"
+    r"\.[A-Za-z0-9_]{1,1024}"
     r"\.(?:[A-Za-z0-9_][A-Za-z0-9_-]{0,1023}\*?|\*)")
 _DATE_RE = re.compile(r"\d{8}")
 MAX_CUSTOM_DIMENSION = 200  # GA360 has custom dimensions 1..200

@@ -168,6 +168,17 @@ REJECTS = [  # (line, preset, reason)
      "empty_content_id"),
     (_line(_bad_session(hits=[_page("1", "0", "a"), _page("2", str(5 * 3600 * 1000), "b")])),
      "news", "absurd_duration"),
+    # ids holding a character of `visitorId<TAB>contentId1,contentId2,...` prediction lines
+    (_line(_bad_session(fullVisitorId="v\t1")), "news", "separator_in_user_id"),
+    (_line(_bad_session(fullVisitorId="v1\r")), "ecommerce", "separator_in_user_id"),
+    (_line(_bad_session(fullVisitorId="v\n1")), "news", "separator_in_user_id"),
+    (_line(_bad_session(hits=[_page("1", "0", "art,a")])), "news", "separator_in_item_id"),
+    (_line(_bad_session(hits=[_page("1", "0", "a"), _page("2", "9", "art\nb")])), "news",
+     "separator_in_item_id"),  # the last page adds no time, but its id is read: whole session out
+    (_line(_bad_session(hits=[_ecommerce_hit("1", "2", [{"productSKU": "sku\t1"}])])),
+     "ecommerce", "separator_in_item_id"),
+    (_line(_bad_session(hits=[_ecommerce_hit("1", "6", [{"productSKU": "sku1\r"}])])),
+     "ecommerce", "separator_in_item_id"),
 ]
 
 
@@ -194,6 +205,20 @@ def test_noise_in_ignored_fields_does_not_reject():
     long_gap = _bad_session(hits=[_page("1", "0", "a"), _page("2", str(5 * 3600 * 1000), "b")])
     assert ga.session_interactions(long_gap, max_time_on_page_ms=6 * 3600 * 1000) == [
         ("v1", "a", 5 * 3600 * 1000.0)]
+
+
+def test_separators_allowed_where_prediction_lines_do_not_split_on_them():
+    # a visitor id may hold a comma (only TAB/CR/LF split a prediction line before the TAB)
+    assert ga.session_interactions(_bad_session(fullVisitorId="v,1 x")) == [("v,1 x", "art-a", 1000.0)]
+    # separators in ids the preset never reads reject nothing
+    session = _bad_session(hits=[_page("1", "0", "art-a", eCommerceAction={"action_type": "2"},
+                                       product=[{"productSKU": "sku,\t1"}]), _page("2", "1000")])
+    assert ga.session_interactions(session) == [("v1", "art-a", 1000.0)]
+    assert [ga.id_separator_reason("user_id", c) for c in ",;\t\r\n"] == [
+        None, None, "separator_in_user_id", "separator_in_user_id", "separator_in_user_id"]
+    assert [ga.id_separator_reason("item_id", f"a{c}b") for c in ",;\t\r\n"] == [
+        "separator_in_item_id", None, "separator_in_item_id", "separator_in_item_id",
+        "separator_in_item_id"]
 
 
 def test_bad_arguments_are_value_errors():

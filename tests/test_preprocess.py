@@ -29,7 +29,10 @@ BAD_ROWS = {"u7,,3,100": "empty_item_id", " ,i1,3,100": "empty_user_id",
             "u8,i1,nan,100": "rating_nan", "u8,i1,-2,100": "rating_negative",
             "u8,i1,abc,100": "rating_not_numeric", "u8,i1,inf,100": "rating_infinite",
             "u9,i1,3": "wrong_column_count", "": "wrong_column_count",
-            'u10,"i1,3,100': "malformed_quoting"}
+            'u10,"i1,3,100': "malformed_quoting",
+            # would corrupt batch_pred lines (visitorId<TAB>contentId1,contentId2,...)
+            'u12,"i,1",3,100': "separator_in_item_id", '"u\t13",i1,3,100': "separator_in_user_id",
+            'u14,"i\r1",3,100': "separator_in_item_id"}
 NOT_UTF8 = b"u11,\xff\xfe,3,100"
 EXPECTED_VALUES = {("u1", "i1"): 5.0, ("u1", "i2"): 1.0, ("u2", "i1"): 5.0, ("u3", "i3"): 2.0,
                    ("u2", "i3"): 4.0, ("u,5", "i2"): 6.0, ("u6", "i4"): 1.5}
@@ -44,7 +47,7 @@ def comma_run(tmp_path_factory):
     path = tmp / "interactions.csv"
     path.write_bytes(data)
     metadata = run_stage(tmp / "out", "--source", "interactions", "--input", str(path),
-                         "--max_rejected_fraction", "0.6")
+                         "--max_rejected_fraction", "0.7")
     return metadata, str(tmp / "out" / "preproc")
 
 
@@ -159,8 +162,13 @@ def _ga_lines():
         {"fullVisitorId": "v3", "visitId": "1", "hits": [_page(1, 0, "a1")]},  # one page: no interaction
     ]
     bad = ['{"fullVisitorId": "v9", "visitId": "1", "hits": {"not": "a list"}}', "not json", "[1, 2]"]
-    return [json.dumps(s) for s in sessions] + bad, {"hits_not_a_list": 1, "invalid_json": 1,
-                                                     "not_an_object": 1}
+    separators = [  # ids that would corrupt batch_pred lines: the whole session is rejected
+        {"fullVisitorId": "v1\t", "visitId": "3", "hits": [_page(1, 0, "a1"), _page(2, 900, "a2")]},
+        {"fullVisitorId": "v2", "visitId": "8", "hits": [_page(1, 0, "a1"), _page(2, 900, "a,2"),
+                                                         _page(3, 1900, "a3")]}]
+    return [json.dumps(s) for s in sessions] + bad + [json.dumps(s) for s in separators], {
+        "hits_not_a_list": 1, "invalid_json": 1, "not_an_object": 1, "separator_in_user_id": 1,
+        "separator_in_item_id": 1}
 
 
 GA_EXPECTED = {("v1", "a1"): 60000.0, ("v1", "a2"): 35000.0, ("v2", "a1"): 20000.0}
@@ -175,7 +183,7 @@ def ga_run(tmp_path_factory):
     preproc.mkdir(parents=True)
     (preproc / "users_for_item-00099").write_bytes(b"stale shard of an older run")
     metadata = run_stage(tmp / "out", "--source", "ga_export", "--input", path, "--overwrite",
-                         "--max_rejected_fraction", "0.5")
+                         "--max_rejected_fraction", "0.6")
     return metadata, str(preproc), lines, bad_reasons
 
 

@@ -6,7 +6,7 @@ from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline import beam_runner, sources, sql
+from pipeline import beam_runner, sources, sql, textio
 from transforms import preprocessing as pp
 from tests.preprocess_fixtures import stage_args
 
@@ -18,8 +18,8 @@ def test_line_ranges_read_every_line_exactly_once(tmp_path, range_bytes):
     path.write_bytes("\n".join(lines).encode())
     expected = [line.rstrip("\r").encode() for line in lines[1:]]
     with beam.Pipeline(runner=FnApiRunner()) as p:
-        got = (p | sources.ReadLineBatches(str(path), skip_header_lines=1, range_bytes=range_bytes,
-                                           lines_per_batch=2)
+        got = (p | textio.ReadLineBatches(str(path), skip_header_lines=1, range_bytes=range_bytes,
+                                          lines_per_batch=2)
                | beam.FlatMap(lambda batch: batch))
         assert_that(got, equal_to(expected))
 
@@ -45,6 +45,27 @@ def test_interactions_fast_and_row_by_row_paths_agree():
     assert parsed.input_rows == 4 and parsed.rejects == [("u4,i1,-1", "rating_negative")]
 
 
+@pytest.mark.parametrize("delimiter", [",", "\t"])
+def test_ids_holding_a_prediction_file_separator_are_rejected(delimiter):
+    # batch_pred lines are visitorId<TAB>contentId1,contentId2,...: TAB/CR/LF may not be in a
+    # user id, nor a comma, TAB, CR or LF in an item id (LF cannot occur inside a line here)
+    parser = sources._InteractionsParser(sources.parse_header(f"user_id{delimiter}item_id{delimiter}rating"))
+
+    def line(user, item):
+        return delimiter.join(f'"{field}"' for field in (user, item, "1")).encode()
+
+    good = [line("u,1", "i1"), line("u 2;x", "i 2;x")]
+    bad = {line("u\t3", "i1"): "separator_in_user_id", line("u\r4", "i1"): "separator_in_user_id",
+           line("u5", "i,5"): "separator_in_item_id", line("u6", "i\t6"): "separator_in_item_id",
+           line("u7", "i\r7"): "separator_in_item_id"}
+    assert parser._clean_batch(good) is not None
+    for row, reason in bad.items():
+        assert parser._clean_batch(good + [row]) is None  # the fast path never accepts one
+        parsed = parser(good + [row])
+        assert parsed.rejects == [(row.decode(), reason)] and parsed.rows.num_rows == 2
+        assert parsed.rows.column("visitorId").to_pylist() == [b"u,1", b"u 2;x"]
+
+
 def test_bigquery_source_runs_the_validated_preset_query(tmp_path):
     args = stage_args(tmp_path, "--source", "bigquery", "--table", "my-project.my_dataset.ga_sessions_*",
                       "--ga_preset", "news", "--start_date", "20240101", "--end_date", "20240131")
@@ -62,10 +83,15 @@ def test_bigquery_rows_are_checked():
         {"visitorId": "v1", "contentId": "c1", "value": 12.0},
         {"visitorId": "v1", "contentId": "", "value": 1.0},
         {"visitorId": "v2", "contentId": "c1", "value": 0},
-        {"visitorId": "v2"}])
-    assert parsed.rows.num_rows == 1 and parsed.input_rows == 4
-    assert [reason for _, reason in parsed.rejects] == ["empty_item_id", "non_positive_value",
-                                                        "malformed_bigquery_row"]
+        {"visitorId": "v2"},
+        {"visitorId": "v\t3", "contentId": "c1", "value": 1.0},
+        {"visitorId": "v,4", "contentId": "c\n1", "value": 1.0},
+        {"visitorId": "v,4", "contentId": "c1", "value": 2.0}])
+    assert parsed.rows.num_rows == 2 and parsed.input_rows == 7
+    assert parsed.rows.column("visitorId").to_pylist() == [b"v1", b"v,4"]
+    assert [reason for _, reason in parsed.rejects] == [
+        "empty_item_id", "non_positive_value", "malformed_bigquery_row", "separator_in_user_id",
+        "separator_in_item_id"]
 
 
 def test_local_runner_defaults():

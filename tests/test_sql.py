@@ -12,7 +12,9 @@ TABLE = "my-project.analytics_123.ga_sessions_*"
 
 @pytest.mark.parametrize("table", [
     TABLE, "my-project.ds.ga_sessions_20240101", "example.com:my-project.ds.ga_sessions_*",
-    "bigquery-public-data.google_analytics_sample.ga_sessions_*", "proj-1.DS_2.*"])
+    "bigquery-public-data.google_analytics_sample.ga_sessions_*", "proj-1.DS_2.*",
+    # GA360 exports live in a dataset named after the numeric view id.
+    "my-project.123456789.ga_sessions_*"])
 def test_valid_tables_accepted(table):
     assert sql.validate_table(table) == table
 
