@@ -29,6 +29,9 @@ _TABLE_RE = re.compile(
     r"\.(?:[A-Za-z0-9_][A-Za-z0-9_-]{0,1023}\*?|\*)")
 _DATE_RE = re.compile(r"\d{8}")
 MAX_CUSTOM_DIMENSION = 200  # GA360 has custom dimensions 1..200
+# Ids that would break the prediction files (pipeline.ga.ID_SEPARATORS): the session is dropped,
+# as pipeline.ga rejects it.
+_BAD_IDS = (r"REGEXP_CONTAINS(contentId, r'[,\t\r\n]') OR REGEXP_CONTAINS(visitorId, r'[\t\r\n]')")
 
 
 def validate_table(table: str) -> str:
@@ -131,7 +134,7 @@ checked_pages AS (
     -- a session pipeline.ga would reject contributes nothing
     MAX(CASE WHEN hit_time_ms IS NULL OR hit_number IS NULL OR pages_with_hit_number > 1
                OR (has_content_dimension AND COALESCE(TRIM(contentId), '') = '')
-               OR time_on_page_ms > {max_time_on_page_ms}
+               OR time_on_page_ms > {max_time_on_page_ms} OR {_BAD_IDS}
              THEN 1 ELSE 0 END) OVER (PARTITION BY visitorId, visitId) AS session_rejected
   FROM timed_pages
 )
@@ -162,7 +165,7 @@ checked_actions AS (
   SELECT
     visitorId, contentId, score,
     -- a session pipeline.ga would reject (empty SKU) contributes nothing
-    MAX(CASE WHEN COALESCE(TRIM(contentId), '') = '' THEN 1 ELSE 0 END)
+    MAX(CASE WHEN COALESCE(TRIM(contentId), '') = '' OR {_BAD_IDS} THEN 1 ELSE 0 END)
       OVER (PARTITION BY visitorId, visitId) AS session_rejected
   FROM product_actions
 )

@@ -117,7 +117,19 @@ def _rejected_by_ga_but_typed(sessions):
                                 "eCommerceAction": {"action_type": "6"},
                                 "product": [{"productSKU": "sku-ok", "isImpression": None}]})
 
-    changes = (absurd, empty_content, duplicate_hit_number, null_time, empty_sku)
+    def comma_in_content(hit, _):
+        hit["customDimensions"] = [{"index": "10", "value": "article,42"}]
+
+    def tab_in_visitor(_, session):
+        session["fullVisitorId"] = "visitor\t7"
+
+    def newline_in_sku(_, session):
+        session["hits"].append({"hitNumber": "97", "time": "1", "type": "EVENT",
+                                "eCommerceAction": {"action_type": "2"},
+                                "product": [{"productSKU": "sku\n1", "isImpression": None}]})
+
+    changes = (absurd, empty_content, duplicate_hit_number, null_time, empty_sku,
+               comma_in_content, tab_in_visitor, newline_in_sku)
     # as extra sessions of a real visitor (only that session may vanish) and as lone visitors
     return [variant(100 + i, change) for i, change in enumerate(changes)] + [
         dict(variant(1, change), fullVisitorId=f"bad-{i}") for i, change in enumerate(changes)]
@@ -164,7 +176,10 @@ def test_planted_sessions_are_rejected_by_ga(export):
             except ga.RejectedRow as rejected:
                 reasons.add(rejected.reason)
     assert reasons == {"absurd_duration", "empty_content_id", "duplicate_hit_number",
-                       "non_numeric_time"}
+                       "non_numeric_time", "separator_in_item_id"}
+    tabbed = [s for s in sessions if "\t" in s["fullVisitorId"]]
+    with pytest.raises(ga.RejectedRow, match="separator_in_user_id"):
+        ga.session_interactions(tabbed[0], "news")
 
 
 def test_sql_date_range_matches_sessions_of_those_days(export):

@@ -118,24 +118,26 @@ def solve_long_rows(fixed, lhs_base, lhs_base_inv, cols, ratings, weights, unobs
 
 
 @tf.function(reduce_retracing=True)
-def solve_short_rows(fixed, lhs_base, lhs_base_inv, cols, ratings, weights, unobserved_weight):
+def solve_short_rows(fixed, projected, lhs_base_inv, cols, ratings, weights, unobserved_weight):
     """The same exact solves for short rows (L entries, L < k), via the Woodbury identity.
 
-    With B = G + λI (shared by all rows), X the row's L gathered factors and S = diag(√c):
-    (B + XᵀS²X)⁻¹ = P − P XᵀS (I_L + S X P XᵀS)⁻¹ S X P with P = B⁻¹, so each row needs an
-    L×L Cholesky instead of a k×k one (most items have only a handful of ratings).
+    With B = G + λI (shared by all rows), P = B⁻¹, X the row's L gathered factors and
+    S = diag(√c): (B + XᵀS²X)⁻¹ = P − P XᵀS (I_L + S X P XᵀS)⁻¹ S X P. `projected` = F·P is
+    computed once per half-step, so X P is a gather and every per-entry term costs O(k) (plus
+    L·L·k for the capacitance) instead of O(k²): most items have only a handful of ratings.
     """
-    del lhs_base
-    gathered = tf.gather(fixed, cols)                                  # [B, L, k]
-    scaled = gathered * tf.sqrt(weights)[..., None]                    # S X
-    rhs = tf.einsum("blk,bl->bk", gathered, (unobserved_weight + weights) * ratings)
-    base_solution = tf.matmul(rhs, lhs_base_inv)                       # P r
-    scaled_p = tf.einsum("blk,km->blm", scaled, lhs_base_inv)          # S X P
-    capacitance = tf.eye(tf.shape(cols)[1]) + tf.matmul(scaled_p, scaled, transpose_b=True)
+    del lhs_base_inv
+    gathered = tf.gather(fixed, cols)                                  # X      [B, L, k]
+    gathered_p = tf.gather(projected, cols)                            # X P    [B, L, k]
+    scale = tf.sqrt(weights)                                           # diag S [B, L]
+    base_solution = tf.einsum("blk,bl->bk", gathered_p,
+                              (unobserved_weight + weights) * ratings)  # P r
+    capacitance = tf.eye(tf.shape(cols)[1]) + scale[:, :, None] * tf.matmul(
+        gathered_p, gathered, transpose_b=True) * scale[:, None, :]
     correction = tf.linalg.cholesky_solve(
         tf.linalg.cholesky(capacitance),
-        tf.einsum("blk,bk->bl", scaled, base_solution)[..., None])[..., 0]
-    factors = base_solution - tf.einsum("blk,bl->bk", scaled_p, correction)
+        (scale * tf.einsum("blk,bk->bl", gathered, base_solution))[..., None])[..., 0]
+    factors = base_solution - tf.einsum("blk,bl->bk", gathered_p, scale * correction)
     return factors, _observed_loss(gathered, factors, ratings, weights, unobserved_weight)
 
 
@@ -146,11 +148,15 @@ def _solve_side(fixed: tf.Tensor, side: SideBatches, regularization: float,
     lhs_base = unobserved_weight * tf.matmul(fixed, fixed, transpose_a=True) \
         + regularization * tf.eye(k, dtype=fixed.dtype)
     lhs_base_inv = tf.linalg.cholesky_solve(tf.linalg.cholesky(lhs_base), tf.eye(k))
+    projected = tf.matmul(fixed, lhs_base_inv)
     solved, observed = [], []
     for cols, ratings, weights in zip(side.cols, side.ratings, side.weights):
-        solve = solve_short_rows if cols.shape[1] < SHORT_ROW_FRACTION * k else solve_long_rows
-        factors, loss = solve(fixed, lhs_base, lhs_base_inv, cols, ratings, weights,
-                              unobserved_weight)
+        if cols.shape[1] < SHORT_ROW_FRACTION * k:
+            factors, loss = solve_short_rows(fixed, projected, lhs_base_inv, cols, ratings,
+                                             weights, unobserved_weight)
+        else:
+            factors, loss = solve_long_rows(fixed, lhs_base, lhs_base_inv, cols, ratings,
+                                            weights, unobserved_weight)
         solved.append(factors)
         observed.append(loss)
     row_ids = tf.concat(side.row_ids, axis=0)[:, None]
