@@ -6,82 +6,39 @@ model, vocabularies and preproc metadata raises `ArtifactError` before any outpu
 from __future__ import annotations
 
 import dataclasses
-import io
-import json
 import logging
-import posixpath
+import os
 import time
 
 import numpy as np
-import tensorflow as tf
+
+from pipeline.artifacts import (ITEMS_FOR_USER, USERS_FOR_ITEM, VOCAB_ITEMS, VOCAB_USERS,  # noqa: F401
+                                exists, join, read_json, read_npy, read_vocabulary, shards,
+                                sparse_row_batches, vocab_path)
 
 log = logging.getLogger(__name__)
-
-VOCAB_USERS = "vocab_users"
-VOCAB_ITEMS = "vocab_items"
-ITEMS_FOR_USER = "items_for_user"
-USERS_FOR_ITEM = "users_for_item"
 
 
 class ArtifactError(ValueError):
     """Model, vocabularies or preproc files are missing or do not belong together."""
 
 
-def join(*parts: str) -> str:
-    """Joins path parts with '/', which works for local paths and gs:// alike."""
-    return posixpath.join(*parts)
-
-
-def read_json(path: str) -> dict:
-    if not tf.io.gfile.exists(path):
-        raise ArtifactError(f"missing file {path}")
-    with tf.io.gfile.GFile(path, "r") as f:
-        return json.load(f)
-
-
-def read_npy(path: str) -> np.ndarray:
-    if not tf.io.gfile.exists(path):
-        raise ArtifactError(f"missing file {path}")
-    with tf.io.gfile.GFile(path, "rb") as f:
-        return np.load(io.BytesIO(f.read()), allow_pickle=False)
-
-
-def vocabulary_path(preproc_dir: str, name: str) -> str:
-    """Path of a TFT vocabulary (vocab_users / vocab_items) written by the preprocess stage."""
-    import tensorflow_transform as tft  # heavy import, only needed here
-    path = tft.TFTransformOutput(preproc_dir).vocabulary_file_by_name(name)
-    if path is None:
-        raise ArtifactError(f"vocabulary {name!r} not found under {preproc_dir}/transform_fn/assets")
-    return path
-
-
-def read_vocabulary(path: str) -> list[str]:
-    """One original id per line; the line position is the integer id."""
-    with tf.io.gfile.GFile(path, "rb") as f:
-        lines = f.read().split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    return [line.decode("utf-8") for line in lines]
+def _missing_file(path: str) -> ArtifactError:
+    return ArtifactError(f"missing file {path}")
 
 
 def record_files(preproc_dir: str, prefix: str) -> list[str]:
     """The TFRecord shards `<preproc_dir>/<prefix>-*` (possibly .gz), sorted."""
-    files = sorted(tf.io.gfile.glob(join(preproc_dir, prefix + "-*")))
-    if not files:
-        raise ArtifactError(f"no {prefix}-* shards in {preproc_dir}")
-    return files
+    return shards(preproc_dir, prefix, missing=lambda _: ArtifactError(
+        f"no {prefix}-* shards in {preproc_dir}"))
 
 
-def _parse_examples(files: list[str], batch_size: int = 4096):
-    """Yields (keys, RaggedTensor of indices) batches from tf.train.Example shards."""
-    spec = {"key": tf.io.FixedLenFeature([1], tf.int64),
-            "indices": tf.io.RaggedFeature(tf.int64)}
-    for path in files:
-        compression = "GZIP" if path.endswith(".gz") else ""
-        dataset = tf.data.TFRecordDataset(path, compression_type=compression)
-        for batch in dataset.batch(batch_size):
-            parsed = tf.io.parse_example(batch, spec)
-            yield parsed["key"][:, 0].numpy(), parsed["indices"], path
+def vocabulary_path(preproc_dir: str, name: str) -> str:
+    """Path of a TFT vocabulary (vocab_users / vocab_items) written by the preprocess stage."""
+    path = vocab_path(preproc_dir, name)
+    if not exists(path):
+        raise ArtifactError(f"vocabulary {name!r} not found under {preproc_dir}/transform_fn/assets")
+    return path
 
 
 @dataclasses.dataclass
@@ -136,7 +93,7 @@ def read_seen(preproc_dir: str, prefix: str, nrows: int, ncols: int) -> SeenMatr
     """Reads `<prefix>-*` shards into a CSR SeenMatrix; rows without a record stay empty."""
     started = time.time()
     keys, lengths, values = [], [], []
-    for batch_keys, indices, path in _parse_examples(record_files(preproc_dir, prefix)):
+    for batch_keys, indices, _, path in sparse_row_batches(record_files(preproc_dir, prefix)):
         batch_lengths = indices.row_lengths().numpy()
         batch_values = indices.values.numpy()
         bad_key = (batch_keys < 0) | (batch_keys >= nrows)
@@ -172,7 +129,7 @@ def count_per_key(preproc_dir: str, prefix: str, nkeys: int) -> np.ndarray:
     """Number of entries of each record in `<prefix>-*` (e.g. users per item = popularity)."""
     started = time.time()
     counts = np.zeros(nkeys, dtype=np.int64)
-    for keys, indices, path in _parse_examples(record_files(preproc_dir, prefix)):
+    for keys, indices, _, path in sparse_row_batches(record_files(preproc_dir, prefix)):
         if len(keys) and (keys.min() < 0 or keys.max() >= nkeys):
             raise ArtifactError(f"{prefix}: key outside [0, {nkeys}) in {path}")
         counts[keys] = indices.row_lengths().numpy()
@@ -202,18 +159,22 @@ class Artifacts:
         return len(self.vocab_items)
 
 
+def read_factors(path: str) -> np.ndarray:
+    """A factor matrix (model/row_factors.npy or col_factors.npy) as float32."""
+    return read_npy(path, missing=_missing_file).astype(np.float32, copy=False)
+
+
 def _same_dir(a: str, b: str) -> bool:
-    import os
     norm = (lambda p: p.rstrip("/") if "://" in p else os.path.abspath(p))
     return norm(a) == norm(b)
 
 
 def load_artifacts(preproc_dir: str, model_dir: str, check_preproc_path: bool = True) -> Artifacts:
     """Loads and cross-checks model.json, factors, metadata.json and both vocabularies."""
-    model_info = read_json(join(model_dir, "model.json"))
-    metadata = read_json(join(preproc_dir, "metadata.json"))
-    row_factors = read_npy(join(model_dir, "row_factors.npy")).astype(np.float32, copy=False)
-    col_factors = read_npy(join(model_dir, "col_factors.npy")).astype(np.float32, copy=False)
+    model_info = read_json(join(model_dir, "model.json"), missing=_missing_file)
+    metadata = read_json(join(preproc_dir, "metadata.json"), missing=_missing_file)
+    row_factors, col_factors = (read_factors(join(model_dir, name))
+                                for name in ("row_factors.npy", "col_factors.npy"))
     vocab_users = read_vocabulary(vocabulary_path(preproc_dir, VOCAB_USERS))
     vocab_items = read_vocabulary(vocabulary_path(preproc_dir, VOCAB_ITEMS))
 

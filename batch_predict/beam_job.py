@@ -61,8 +61,8 @@ class TopKPerBlockFn(beam.DoFn):
 
     def setup(self):
         spec = self.spec
-        query = art.read_npy(spec["query_factors"]).astype(np.float32, copy=False)
-        candidates = art.read_npy(spec["candidate_factors"]).astype(np.float32, copy=False)
+        query = art.read_factors(spec["query_factors"])
+        candidates = art.read_factors(spec["candidate_factors"])
         self.scorer = recommendation_scorer(query, candidates, np.asarray(spec["candidate_counts"]))
         self.query_vocab = art.read_vocabulary(spec["query_vocab"])
         self.candidate_vocab = art.read_vocabulary(spec["candidate_vocab"])

@@ -21,7 +21,8 @@ from typing import Iterable, Iterator
 import numpy as np
 import tensorflow as tf
 
-from batch_predict.artifacts import ArtifactError, join
+from batch_predict.artifacts import ArtifactError
+from pipeline.artifacts import join
 from batch_predict.topk import TopKBlock
 
 log = logging.getLogger(__name__)

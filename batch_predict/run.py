@@ -24,6 +24,7 @@ from batch_predict import artifacts as art
 from batch_predict import outputs as out
 from batch_predict.serving import export_saved_model
 from batch_predict.topk import recommendation_scorer, similarity_scorer
+from pipeline.artifacts import head_lines, join
 
 log = logging.getLogger(__name__)
 
@@ -106,19 +107,19 @@ def _topk_beam(direction: Direction, args, staging: out.Staging, candidate_count
     from batch_predict.beam_job import run_topk_job
 
     query, candidates, name = direction.query, direction.candidates, direction.output_name
-    spec = {"seen_pattern": art.join(args.preproc_dir, query.records_prefix + "-*"),
+    spec = {"seen_pattern": join(args.preproc_dir, query.records_prefix + "-*"),
             "nrows": len(query.vocab), "ncols": len(candidates.vocab),
             "block_size": args.block_size, "top_k": args.top_k, "write_scores": args.write_scores,
-            "query_factors": art.join(args.model_dir, query.factors_file),
-            "candidate_factors": art.join(args.model_dir, candidates.factors_file),
+            "query_factors": join(args.model_dir, query.factors_file),
+            "candidate_factors": join(args.model_dir, candidates.factors_file),
             "candidate_counts": candidate_counts,
             "query_vocab": query.vocab_file, "candidate_vocab": candidates.vocab_file}
     rejected_dir = staging.path("rejected")
     counters = run_topk_job(spec, beam_argv, staging.path(name),
                             staging.path(name + "_scores") if args.write_scores else None,
-                            art.join(rejected_dir, "rejected"))
+                            join(rejected_dir, "rejected"))
     log.info("beam job %s: %s", name, counters)
-    rejected = [line for path in tf.io.gfile.glob(art.join(rejected_dir, "*"))
+    rejected = [line for path in tf.io.gfile.glob(join(rejected_dir, "*"))
                 for line in tf.io.gfile.GFile(path).read().splitlines()]
     tf.io.gfile.rmtree(rejected_dir)
     if rejected or counters["rejected"]:
@@ -162,12 +163,6 @@ def _read_records(a: art.Artifacts, args, directions: list[Direction], recommend
     return seen, counts
 
 
-def _preview(path: str) -> list[str]:
-    import tensorflow as tf
-    with tf.io.gfile.GFile(path) as f:
-        return [line.rstrip("\n") for line, _ in zip(f, range(PREVIEW_LINES))]
-
-
 def run(args: argparse.Namespace, beam_argv: list[str] | None = None) -> dict:
     """Runs the predict stage; returns a JSON-able summary (rows, paths, seconds, first lines)."""
     started = time.time()
@@ -199,7 +194,7 @@ def run(args: argparse.Namespace, beam_argv: list[str] | None = None) -> dict:
                                            counts["items"], args.top_k)
         first = sorted(name for name in staging.staged_files()
                        if name.startswith(directions[0].output_name + "-"))
-        preview = _preview(staging.path(first[0])) if first else []
+        preview = head_lines(staging.path(first[0]), PREVIEW_LINES) if first else []
         summary["files"] = staging.commit()
     except BaseException:
         staging.abort()

@@ -30,7 +30,8 @@ import uuid
 import numpy as np
 import tensorflow as tf
 
-from batch_predict.artifacts import Artifacts, SeenMatrix, join
+from batch_predict.artifacts import Artifacts, SeenMatrix
+from pipeline.artifacts import join
 
 log = logging.getLogger(__name__)
 

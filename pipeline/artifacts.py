@@ -2,11 +2,17 @@
 
 Layout (DESIGN.md): root/preproc (preprocess), root/model (train), root/predictions (predict).
 Every read goes through tf.io.gfile so the same code works on local paths and gs://.
+
+It is also the one home of the artifact I/O helpers every stage uses (paths, JSON, .npy,
+vocabularies, shard lists, the sparse-row TFRecords): it imports TensorFlow and numpy but not
+Beam or TFT, so the trainer and batch prediction can import it cheaply.
 """
 from __future__ import annotations
 
+import io
 import json
 import posixpath
+from typing import Callable, Iterator
 
 import numpy as np
 import tensorflow as tf
@@ -14,8 +20,10 @@ import tensorflow as tf
 PREPROC, MODEL, PREDICTIONS = "preproc", "model", "predictions"
 STAGE_ORDER = ("preprocess", "train", "predict")
 PRODUCER = {PREPROC: "preprocess", MODEL: "train", PREDICTIONS: "predict"}
-SHARD_PREFIXES = ("users_for_item", "items_for_user")
-VOCABS = {"vocab_users": "nusers", "vocab_items": "nitems"}
+ITEMS_FOR_USER, USERS_FOR_ITEM = "items_for_user", "users_for_item"  # one record per user / item
+SHARD_PREFIXES = (USERS_FOR_ITEM, ITEMS_FOR_USER)
+VOCAB_USERS, VOCAB_ITEMS = "vocab_users", "vocab_items"
+VOCABS = {VOCAB_USERS: "nusers", VOCAB_ITEMS: "nitems"}
 FACTORS = {"row_factors.npy": "nusers", "col_factors.npy": "nitems"}
 
 
@@ -36,26 +44,109 @@ def exists(path: str) -> bool:
     return tf.io.gfile.exists(path)
 
 
-def read_json(path: str) -> dict:
+# `missing`, where a reader takes it, builds the caller's own exception from the path (each stage
+# names its error type and the fix); without it a missing file raises tf's NotFoundError.
+MissingError = Callable[[str], Exception]
+
+
+def _check(path: str, missing: MissingError | None) -> None:
+    if missing is not None and not tf.io.gfile.exists(path):
+        raise missing(path)
+
+
+def read_json(path: str, missing: MissingError | None = None) -> dict:
+    _check(path, missing)
     with tf.io.gfile.GFile(path, "r") as f:
         return json.load(f)
 
 
-def shards(folder: str, prefix: str) -> list[str]:
-    return sorted(tf.io.gfile.glob(join(folder, prefix + "-*")))
+def write_json(path: str, payload: dict) -> None:
+    with tf.io.gfile.GFile(path, "w") as f:
+        json.dump(payload, f, indent=2, sort_keys=True)
+
+
+def read_npy(path: str, missing: MissingError | None = None) -> np.ndarray:
+    _check(path, missing)
+    with tf.io.gfile.GFile(path, "rb") as f:  # np.load needs a seekable file: read it whole
+        return np.load(io.BytesIO(f.read()), allow_pickle=False)
+
+
+def write_npy(path: str, array: np.ndarray) -> None:
+    with tf.io.gfile.GFile(path, "wb") as f:
+        np.save(f, array)
+
+
+def head_lines(pattern: str, n: int) -> list[str]:
+    """The first n lines of the files matching pattern, in name order (fewer if they are shorter)."""
+    lines: list[str] = []
+    for path in sorted(tf.io.gfile.glob(pattern)):
+        with tf.io.gfile.GFile(path, "r") as f:
+            for line in f:
+                lines.append(line.rstrip("\n"))
+                if len(lines) == n:
+                    return lines
+    return lines
+
+
+def shards(folder: str, prefix: str, missing: MissingError | None = None) -> list[str]:
+    """The shards folder/prefix-* sorted; `missing(pattern)` is raised when there are none."""
+    pattern = join(folder, prefix + "-*")
+    files = sorted(tf.io.gfile.glob(pattern))
+    if not files and missing is not None:
+        raise missing(pattern)
+    return files
 
 
 def vocab_path(preproc: str, name: str, metadata: dict | None = None) -> str:
-    """The vocabulary file: metadata's recorded path if it still exists, else transform_fn/assets."""
+    """The vocabulary file: metadata's recorded path if it still exists, else transform_fn/assets.
+
+    transform_fn/assets/<name> is where tft.WriteTransformFn puts a text vocabulary (it is what
+    tft.TFTransformOutput.vocabulary_file_by_name finds), without importing TFT.
+    """
     recorded = (metadata or {}).get(name)
     if recorded and tf.io.gfile.exists(recorded):
         return recorded
     return join(preproc, "transform_fn", "assets", name)
 
 
+def read_vocabulary(path: str) -> list[str]:
+    """One original id per line; the line position is the integer id."""
+    with tf.io.gfile.GFile(path, "rb") as f:
+        lines = f.read().split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    return [line.decode("utf-8") for line in lines]
+
+
 def count_lines(path: str) -> int:
     with tf.io.gfile.GFile(path, "rb") as f:
         return sum(1 for _ in f)
+
+
+def tfrecord_dataset(files: list[str]) -> tf.data.Dataset:
+    """The records of TFRecord files in the given order; a file ending in .gz is read as GZIP."""
+    compression = ["GZIP" if path.endswith(".gz") else "" for path in files]
+    if len(set(compression)) <= 1:  # the usual case: one native reader over all files
+        return tf.data.TFRecordDataset(files, compression_type=compression[0] if files else "")
+    return tf.data.Dataset.from_tensor_slices((files, compression)).flat_map(
+        lambda path, kind: tf.data.TFRecordDataset(path, compression_type=kind))
+
+
+def sparse_row_batches(files: list[str], batch_size: int = 4096, with_values: bool = False
+                       ) -> Iterator[tuple[np.ndarray, tf.RaggedTensor, tf.RaggedTensor | None, str]]:
+    """Parses users_for_item / items_for_user Examples (DESIGN.md record format) file by file.
+
+    Yields (keys int64 [B], indices RaggedTensor [B, None], values RaggedTensor or None, path of
+    the shard) per batch; the path lets callers name the shard holding a bad record. `values` is
+    parsed only when asked for (most readers need only which ids a row has).
+    """
+    spec = {"key": tf.io.FixedLenFeature([1], tf.int64), "indices": tf.io.RaggedFeature(tf.int64)}
+    if with_values:
+        spec["values"] = tf.io.RaggedFeature(tf.float32)
+    for path in files:
+        for batch in tfrecord_dataset([path]).batch(batch_size):
+            parsed = tf.io.parse_example(batch, spec)
+            yield parsed["key"][:, 0].numpy(), parsed["indices"], parsed.get("values"), path
 
 
 def npy_shape(path: str) -> tuple[int, ...]:
@@ -74,9 +165,7 @@ def _missing(what: str, path: str, folder: str) -> StageInputError:
 
 
 def _required_json(what: str, path: str, folder: str) -> dict:
-    if not tf.io.gfile.exists(path):
-        raise _missing(what, path, folder)
-    return read_json(path)
+    return read_json(path, missing=lambda p: _missing(what, p, folder))
 
 
 def check_preproc(root: str) -> dict:
@@ -89,8 +178,8 @@ def check_preproc(root: str) -> dict:
             raise StageInputError(f"{meta_path}: '{key}' must be a positive integer, got "
                                   f"{metadata.get(key)!r}; re-run the 'preprocess' stage")
     for prefix in SHARD_PREFIXES:
-        if not shards(preproc, prefix):
-            raise _missing(f"{prefix} TFRecord shards", join(preproc, prefix + "-*"), PREPROC)
+        shards(preproc, prefix,
+               missing=lambda pattern: _missing(f"{prefix} TFRecord shards", pattern, PREPROC))
     for name, key in VOCABS.items():
         path = vocab_path(preproc, name, metadata)
         if not tf.io.gfile.exists(path):

@@ -23,7 +23,6 @@ import uuid
 
 import apache_beam as beam
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import tensorflow as tf
@@ -106,10 +105,32 @@ RAW_ARROW_SCHEMA = pa.schema([
 
 # --- stage 1: sum per (visitor, content) -------------------------------------------------------
 
+def id_shards(ids: pa.Array, num_shards: int) -> np.ndarray:
+    """Shard (0..num_shards-1) of each binary id: a polynomial hash of its bytes mod 2^32, mixed,
+    computed on arrow's buffers without making a Python object per id. Stable across processes
+    and machines (no per-process hash seed), as a shuffle key must be."""
+    offsets = np.frombuffer(ids.buffers()[1], np.int32)[ids.offset:ids.offset + len(ids) + 1]
+    data = ids.buffers()[2]
+    data = np.frombuffer(data, np.uint8) if data is not None else np.empty(0, np.uint8)
+    data = data[offsets[0]:offsets[-1]]
+    starts, lengths = offsets[:-1] - offsets[0], np.diff(offsets)
+    hashes = np.zeros(len(ids), np.uint32)
+    if len(data):
+        powers = np.cumprod(np.full(int(lengths.max()), 16777619, np.uint32))  # wraps mod 2^32
+        position = np.arange(len(data), dtype=np.int32) - np.repeat(starts, lengths)
+        nonempty = lengths > 0
+        hashes[nonempty] = np.add.reduceat(powers[position] * data, starts[nonempty], dtype=np.uint32)
+    hashes ^= hashes >> np.uint32(16)  # murmur3 finaliser: the low bits depend on every byte
+    hashes *= np.uint32(0x85EBCA6B)
+    hashes ^= hashes >> np.uint32(13)
+    hashes *= np.uint32(0xC2B2AE35)
+    hashes ^= hashes >> np.uint32(16)
+    return (hashes % np.uint32(num_shards)).astype(np.int64)
+
+
 def _shard_row_batch(batch: pa.RecordBatch, num_shards: int):
     # Shard by visitor: every (visitor, content) pair lands whole in one shard.
-    visitors = batch.column(pp.VISITOR_ID).to_numpy(zero_copy_only=False)
-    shard = (pd.util.hash_array(visitors) % np.uint64(num_shards)).astype(np.int64)
+    shard = id_shards(batch.column(pp.VISITOR_ID), num_shards)
     for shard_id, rows in _shard_indices(shard):
         yield shard_id, batch.take(rows)
 
@@ -284,8 +305,7 @@ def prepare_output_dir(preproc: str, overwrite: bool) -> None:
 def _metadata(args, preproc: str, stats: dict, seconds: float) -> dict:
     tft_output = tft.TFTransformOutput(preproc)
     vocab = {name: tft_output.vocabulary_file_by_name(name) for name in (pp.VOCAB_USERS, pp.VOCAB_ITEMS)}
-    nusers = tft_output.vocabulary_size_by_name(pp.VOCAB_USERS)
-    nitems = tft_output.vocabulary_size_by_name(pp.VOCAB_ITEMS)
+    nusers, nitems = (_count_lines(vocab[name]) for name in (pp.VOCAB_USERS, pp.VOCAB_ITEMS))
     interactions = stats.get("rated_rows", 0)
     if (stats.get("examples.items_for_user"), stats.get("examples.users_for_item")) != (nusers, nitems):
         raise PreprocessError(f"vocabularies ({nusers} users, {nitems} items) disagree with the "
@@ -309,6 +329,17 @@ def _metadata(args, preproc: str, stats: dict, seconds: float) -> dict:
     }
 
 
+def _count_lines(path: str, chunk_bytes: int = 16 << 20) -> int:
+    """Lines of a text file, as TFTransformOutput.vocabulary_size_by_name counts them, but by
+    counting newlines in big chunks instead of iterating lines in Python (~0.5 s at 100k)."""
+    lines, last = 0, b"\n"
+    with tf.io.gfile.GFile(path, "rb") as f:
+        while chunk := f.read(chunk_bytes):
+            lines += chunk.count(b"\n")
+            last = chunk[-1:]
+    return lines + (last != b"\n")
+
+
 def _absolute(path: str) -> str:
     return path if "://" in path else os.path.abspath(path)
 
@@ -330,7 +361,8 @@ def run(args, beam_argv: list[str]) -> dict:
         pipeline = beam.Pipeline(runner=beam_runner.runner_for(options), options=options)
         build_pipeline(pipeline, source, args, preproc, temp_dir)
         pipeline_started = time.time()
-        pipeline.run().wait_until_finish()
+        with beam_runner.without_state_cache():
+            pipeline.run().wait_until_finish()
         LOG.info("preprocess: Beam+TFT pipeline finished in %.1f s", time.time() - pipeline_started)
         with tf.io.gfile.GFile(artifacts.join(temp_dir, "stats.json")) as f:
             stats = json.load(f)

@@ -20,7 +20,9 @@ import sys
 import numpy as np
 import tensorflow as tf
 
-from pipeline.artifacts import MODEL, PREDICTIONS, PREPROC, join, read_json, shards, vocab_path
+from pipeline.artifacts import (ITEMS_FOR_USER, MODEL, PREDICTIONS, PREPROC, VOCAB_ITEMS, exists,
+                                head_lines, join, read_json, read_npy, read_vocabulary, shards,
+                                sparse_row_batches, vocab_path)
 
 log = logging.getLogger("pipeline.report")
 
@@ -31,20 +33,7 @@ SAMPLE_RECOMMENDATIONS = 5
 
 
 def _json_or_none(path: str) -> dict | None:
-    return read_json(path) if tf.io.gfile.exists(path) else None
-
-
-def head_lines(pattern: str, n: int) -> list[str]:
-    """The first n lines of the first shard matching pattern (batch_pred-* etc.)."""
-    files = sorted(tf.io.gfile.glob(pattern))
-    lines: list[str] = []
-    for path in files:
-        with tf.io.gfile.GFile(path, "r") as f:
-            for line in f:
-                lines.append(line.rstrip("\n"))
-                if len(lines) == n:
-                    return lines
-    return lines
+    return read_json(path) if exists(path) else None
 
 
 def collect_run(root: str) -> dict:
@@ -137,17 +126,18 @@ def _png(fig) -> str:
 
 def sample_ratings(preproc: str, max_records: int = RATING_SAMPLE_RECORDS) -> np.ndarray:
     """Scaled ratings of the first max_records items_for_user records (a sample, not a full pass)."""
-    values: list[float] = []
+    chunks = [np.zeros(0, np.float32)]
     remaining = max_records
-    for path in shards(preproc, "items_for_user"):
-        compression = "GZIP" if path.endswith(".gz") else ""
-        for record in tf.data.TFRecordDataset(path, compression_type=compression).take(remaining):
-            example = tf.train.Example.FromString(record.numpy())
-            values.extend(example.features.feature["values"].float_list.value)
-            remaining -= 1
-        if remaining <= 0:
-            break
-    return np.asarray(values, dtype=np.float32)
+    if remaining > 0:
+        batches = sparse_row_batches(shards(preproc, ITEMS_FOR_USER), min(max_records, 4096),
+                                     with_values=True)
+        for _, _, values, _ in batches:
+            taken = values[:remaining]
+            chunks.append(taken.flat_values.numpy())
+            remaining -= int(taken.nrows())
+            if remaining <= 0:
+                break
+    return np.concatenate(chunks).astype(np.float32, copy=False)
 
 
 def pca_2d(factors: np.ndarray) -> np.ndarray:
@@ -155,16 +145,6 @@ def pca_2d(factors: np.ndarray) -> np.ndarray:
     centred = factors - factors.mean(axis=0)
     _, _, vt = np.linalg.svd(centred, full_matrices=False)
     return centred @ vt[:2].T
-
-
-def _load_npy(path: str) -> np.ndarray:
-    with tf.io.gfile.GFile(path, "rb") as f:
-        return np.load(io.BytesIO(f.read()))
-
-
-def _read_vocab(path: str) -> list[str]:
-    with tf.io.gfile.GFile(path, "r") as f:
-        return [line.rstrip("\n") for line in f]
 
 
 def figures(run: dict) -> dict[str, str]:
@@ -189,8 +169,8 @@ def figures(run: dict) -> dict[str, str]:
                    title=f"Rating distribution ({ratings.size} ratings of the first users)")
             out["Rating distribution"] = _png(fig)
     col_path = join(run["paths"]["model"], "col_factors.npy")
-    if run["metadata"] and tf.io.gfile.exists(col_path):
-        item_factors = _load_npy(col_path)
+    if run["metadata"] and exists(col_path):
+        item_factors = read_npy(col_path)
         if item_factors.ndim == 2 and item_factors.shape[0] >= 3 and item_factors.shape[1] >= 2:
             out["Item embeddings (PCA)"] = _pca_figure(plt, item_factors, run)
     return out
@@ -199,7 +179,7 @@ def figures(run: dict) -> dict[str, str]:
 def _pca_figure(plt, item_factors: np.ndarray, run: dict) -> str:
     points = pca_2d(item_factors)
     shown = np.random.default_rng(0).permutation(len(points))[:PCA_MAX_POINTS]
-    item_ids = _read_vocab(vocab_path(run["paths"]["preproc"], "vocab_items", run["metadata"]))
+    item_ids = read_vocabulary(vocab_path(run["paths"]["preproc"], VOCAB_ITEMS, run["metadata"]))
     # label the outermost points: they are spread apart (readable) and the most distinctive items
     labelled = np.argsort(-np.linalg.norm(points, axis=1), kind="stable")[:LABELLED_ITEMS]
     fig, ax = plt.subplots(figsize=(7, 5.5))

@@ -231,3 +231,46 @@ def test_in_the_flex_launcher_unknown_options_are_passed_on_not_refused(stages, 
     monkeypatch.setenv("FLEX_TEMPLATE_PYTHON_PY_FILE", "/template/template/main.py")
     _, beam_argv = driver.parse_args(["--launcher_option=1", "--runner=DataflowRunner"])
     assert beam_argv == ["--launcher_option=1", "--runner=DataflowRunner"]
+
+
+def _example(key: int, indices: list[int], values: list[float]) -> bytes:
+    import tensorflow as tf
+    feature = {"key": tf.train.Feature(int64_list=tf.train.Int64List(value=[key])),
+               "indices": tf.train.Feature(int64_list=tf.train.Int64List(value=indices)),
+               "values": tf.train.Feature(float_list=tf.train.FloatList(value=values))}
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def test_shared_record_reader_keeps_shard_order_across_gzip_and_plain_shards(tmp_path):
+    import tensorflow as tf
+    from pipeline import artifacts
+    rows = {0: ([1, 2], [0.5, 1.0]), 1: ([0], [0.25]), 2: ([], []), 3: ([2], [0.75])}
+    for shard, (keys, gz) in enumerate((([0, 1], True), ([2], False), ([3], True))):
+        name = f"{tmp_path}/items_for_user-{shard:05d}-of-00003" + (".gz" if gz else "")
+        with tf.io.TFRecordWriter(name, options="GZIP" if gz else "") as writer:
+            for key in keys:
+                writer.write(_example(key, *rows[key]))
+    files = artifacts.shards(str(tmp_path), "items_for_user")
+    read = [(int(k), list(i), list(v), path.rsplit("/", 1)[1])
+            for keys, indices, values, path in artifacts.sparse_row_batches(files, 2, with_values=True)
+            for k, i, v in zip(keys, indices.numpy(), values.numpy())]
+    assert [(k, i, v) for k, i, v, _ in read] == [(k, *rows[k]) for k in range(4)]
+    assert [name for *_, name in read] == ["items_for_user-00000-of-00003.gz"] * 2 + [
+        "items_for_user-00001-of-00003", "items_for_user-00002-of-00003.gz"]
+    assert all(v is None for _, _, v, _ in artifacts.sparse_row_batches(files))
+
+
+def test_shared_json_and_npy_helpers_round_trip_and_raise_the_callers_error(tmp_path):
+    import numpy as np
+    from pipeline import artifacts
+    artifacts.write_json(f"{tmp_path}/a.json", {"b": 1, "a": [2.5]})
+    assert artifacts.read_json(f"{tmp_path}/a.json") == {"a": [2.5], "b": 1}
+    factors = np.arange(6, dtype=np.float32).reshape(3, 2)
+    artifacts.write_npy(f"{tmp_path}/f.npy", factors)
+    np.testing.assert_array_equal(artifacts.read_npy(f"{tmp_path}/f.npy"), factors)
+    assert artifacts.npy_shape(f"{tmp_path}/f.npy") == (3, 2)
+    for read in (artifacts.read_json, artifacts.read_npy):
+        with pytest.raises(KeyError, match="nothing at .*/absent"):
+            read(f"{tmp_path}/absent", missing=lambda path: KeyError(f"nothing at {path}"))
+    with pytest.raises(LookupError, match=r"no shards .*/users_for_item-\*"):
+        artifacts.shards(str(tmp_path), "users_for_item", missing=lambda p: LookupError(f"no shards {p}"))

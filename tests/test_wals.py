@@ -83,16 +83,18 @@ def test_loss_decreases_monotonically_and_batching_does_not_change_results(monke
 
 def test_short_row_woodbury_path_equals_direct_cholesky():
     rng = np.random.default_rng(3)
-    fixed = tf.constant(rng.normal(size=(10, K)), tf.float32)
-    base = W0 * tf.matmul(fixed, fixed, transpose_a=True) + LAMBDA * tf.eye(K)
-    base_inv = tf.linalg.inv(base)
+    whitened = tf.constant(rng.normal(size=(10, K)), tf.float32)
     cols = tf.constant([[1, 2, 0], [4, 5, 6]], tf.int32)                  # width 3 < K
     ratings = tf.constant([[0.5, 0.2, 0.0], [0.1, 0.9, 0.4]], tf.float32)
     weights = tf.constant([[1.0, 2.0, 0.0], [0.5, 1.5, 3.0]], tf.float32)  # 0 = padding
-    short, short_loss = wals.solve_short_rows(fixed, base, base_inv, cols, ratings, weights, W0)
-    long, long_loss = wals.solve_long_rows(fixed, base, base_inv, cols, ratings, weights, W0)
+    short, short_loss = wals.solve_short_rows(whitened, cols, ratings, weights, W0)
+    long, long_loss = wals.solve_long_rows(whitened, cols, ratings, weights, W0)
     np.testing.assert_allclose(short.numpy(), long.numpy(), atol=1e-5)
     assert float(short_loss) == pytest.approx(float(long_loss), abs=1e-5)
+    z = whitened.numpy().astype(np.float64)[[4, 5, 6]]                   # row 2, by hand
+    c, a = np.array([0.5, 1.5, 3.0]), np.array([0.1, 0.9, 0.4])
+    want = np.linalg.solve(np.eye(K) + z.T @ (c[:, None] * z), z.T @ ((W0 + c) * a))
+    np.testing.assert_allclose(short.numpy()[1], want, atol=1e-5)
 
 
 def test_column_weight_schemes():

@@ -9,16 +9,24 @@ w0 = unobserved_weight, λ = regularization, r_i = 1 (row weights) and c_j the c
 of item j (`column_weights`). Writing the unobserved sum as "all pairs minus observed ones",
 with V fixed every row u_i has the exact minimiser (the Gramian trick):
 
-    (G + Σ_j∈O_i c_ij v_j v_jᵀ + λI) u_i = Σ_j∈O_i (w0 + c_ij) a_ij v_j,    G = w0·VᵀV,
+    (G + Σ_j∈O_i c_ij v_j v_jᵀ) u_i = Σ_j∈O_i (w0 + c_ij) a_ij v_j,    G = w0·VᵀV + λI,
 
-where c_ij = r_i·c_j. G is computed once per half-step; the per-row k×k systems are built from
-the row's observed entries only and solved in batches with a batched Cholesky (rows with fewer
-than k entries take the cheaper, equally exact Woodbury form, `solve_short_rows`). Fixing U and
-solving for V is the same computation on the transposed matrix, so one code path
-(`SideBatches` + `_solve_side`) serves users and items. Memory per solve is bounded by the
-batch budget (rows × padded entries × k); nothing of size nusers × nitems is ever built.
-The loss is evaluated for free in the item half-step: with the new V, each observed entry
-contributes (w0 + c)(a − p)² − w0·p², and w0·Σ_all (u·v)² = w0·⟨UᵀU, VᵀV⟩.
+where c_ij = r_i·c_j. Per half-step, G = C Cᵀ (Cholesky) is factored once and the fixed side
+is whitened once, Z = V C⁻ᵀ, so a row with L entries, Z_i = its L rows of Z, S = diag(√c_ij)
+and b = ((w0 + c_ij) a_ij)_j becomes
+
+    u_i = C⁻ᵀ y_i,    y_i = (I_k + Z_iᵀ S² Z_i)⁻¹ Z_iᵀ b
+                          = Z_iᵀ (b − S (I_L + S Z_i Z_iᵀ S)⁻¹ S Z_i Z_iᵀ b)    (Woodbury),
+
+both exact. Long rows (L ≥ k) take the k×k form, short ones (most items have a handful of
+ratings) the L×L form; both gather only Z (one O(k) pass per entry, the short form never
+forms k×k matrices), and the observed predictions Z_i y_i come with them for the loss. The
+final C⁻ᵀ is one [n_rows, k] × [k, k] matmul. Fixing U and solving for V is the same
+computation on the transposed matrix, so one code path (`SideBatches` + `_solve_side`)
+serves users and items. Rows are solved in padded batches bounded by a budget of rows ×
+entries; nothing of size nusers × nitems is ever built. The loss is evaluated for free in
+the item half-step: with the new V, each observed entry contributes (w0 + c)(a − p)² − w0·p²,
+and w0·Σ_all (u·v)² = w0·⟨UᵀU, VᵀV⟩.
 """
 from __future__ import annotations
 
@@ -99,69 +107,59 @@ def plan_side(rows: np.ndarray, cols: np.ndarray, ratings: np.ndarray, weights: 
     return side
 
 
-def _observed_loss(gathered, factors, ratings, weights, unobserved_weight):
+def _observed_loss(predicted, ratings, weights, unobserved_weight):
     """Σ over the batch's observed entries of (w0 + c)(a − p)² − w0·p² (padding adds 0)."""
-    predicted = tf.einsum("blk,bk->bl", gathered, factors)
     return tf.reduce_sum((unobserved_weight + weights) * tf.square(ratings - predicted)
                          - unobserved_weight * tf.square(predicted))
 
 
 @tf.function(reduce_retracing=True)
-def solve_long_rows(fixed, lhs_base, lhs_base_inv, cols, ratings, weights, unobserved_weight):
-    """Exact solves for longer rows: batched Cholesky of the k×k systems."""
-    del lhs_base_inv
-    gathered = tf.gather(fixed, cols)                                  # [B, L, k]
-    lhs = lhs_base + tf.matmul(gathered * weights[..., None], gathered, transpose_a=True)
-    rhs = tf.einsum("blk,bl->bk", gathered, (unobserved_weight + weights) * ratings)
-    factors = tf.linalg.cholesky_solve(tf.linalg.cholesky(lhs), rhs[..., None])[..., 0]
-    return factors, _observed_loss(gathered, factors, ratings, weights, unobserved_weight)
+def solve_long_rows(whitened, cols, ratings, weights, unobserved_weight):
+    """y = (I_k + ZᵀS²Z)⁻¹ Zᵀb for a batch of rows (batched k×k Cholesky); returns (y, loss)."""
+    gathered = tf.gather(whitened, cols)                               # Z_i    [B, L, k]
+    scaled = gathered * tf.sqrt(weights)[..., None]                    # S Z_i
+    lhs = tf.eye(tf.shape(whitened)[1]) + tf.matmul(scaled, scaled, transpose_a=True)
+    rhs = tf.matmul(((unobserved_weight + weights) * ratings)[:, None, :], gathered)
+    solution = tf.linalg.cholesky_solve(tf.linalg.cholesky(lhs),
+                                        tf.linalg.matrix_transpose(rhs))[..., 0]
+    predicted = tf.matmul(gathered, solution[..., None])[..., 0]       # Z_i y = X_i u
+    return solution, _observed_loss(predicted, ratings, weights, unobserved_weight)
 
 
 @tf.function(reduce_retracing=True)
-def solve_short_rows(fixed, projected, lhs_base_inv, cols, ratings, weights, unobserved_weight):
-    """The same exact solves for short rows (L entries, L < k), via the Woodbury identity.
-
-    With B = G + λI (shared by all rows), P = B⁻¹, X the row's L gathered factors and
-    S = diag(√c): (B + XᵀS²X)⁻¹ = P − P XᵀS (I_L + S X P XᵀS)⁻¹ S X P. `projected` = F·P is
-    computed once per half-step, so X P is a gather and every per-entry term costs O(k) (plus
-    L·L·k for the capacitance) instead of O(k²): most items have only a handful of ratings.
-    """
-    del lhs_base_inv
-    gathered = tf.gather(fixed, cols)                                  # X      [B, L, k]
-    gathered_p = tf.gather(projected, cols)                            # X P    [B, L, k]
+def solve_short_rows(whitened, cols, ratings, weights, unobserved_weight):
+    """The same y via the L×L Woodbury form: only K = Z_i Z_iᵀ and one pass over Z_i."""
+    gathered = tf.gather(whitened, cols)                               # Z_i    [B, L, k]
+    kernel = tf.matmul(gathered, gathered, transpose_b=True)           # K      [B, L, L]
     scale = tf.sqrt(weights)                                           # diag S [B, L]
-    base_solution = tf.einsum("blk,bl->bk", gathered_p,
-                              (unobserved_weight + weights) * ratings)  # P r
-    capacitance = tf.eye(tf.shape(cols)[1]) + scale[:, :, None] * tf.matmul(
-        gathered_p, gathered, transpose_b=True) * scale[:, None, :]
-    correction = tf.linalg.cholesky_solve(
-        tf.linalg.cholesky(capacitance),
-        (scale * tf.einsum("blk,bk->bl", gathered, base_solution))[..., None])[..., 0]
-    factors = base_solution - tf.einsum("blk,bl->bk", gathered_p, scale * correction)
-    return factors, _observed_loss(gathered, factors, ratings, weights, unobserved_weight)
+    target = (unobserved_weight + weights) * ratings                   # b
+    capacitance = tf.eye(tf.shape(cols)[1]) + scale[:, :, None] * kernel * scale[:, None, :]
+    kernel_target = tf.matmul(kernel, target[..., None])[..., 0]       # K b
+    correction = tf.linalg.cholesky_solve(tf.linalg.cholesky(capacitance),
+                                          (scale * kernel_target)[..., None])[..., 0]
+    mixed = target - scale * correction                                # y = Z_iᵀ mixed
+    solution = tf.matmul(mixed[:, None, :], gathered)[:, 0, :]
+    predicted = tf.matmul(kernel, mixed[..., None])[..., 0]            # Z_i y = K mixed
+    return solution, _observed_loss(predicted, ratings, weights, unobserved_weight)
 
 
 def _solve_side(fixed: tf.Tensor, side: SideBatches, regularization: float,
                 unobserved_weight: float) -> tuple[tf.Tensor, tf.Tensor]:
     """One half-step: new factors for every row of `side` given the other side's `fixed`."""
     k = fixed.shape[1]
-    lhs_base = unobserved_weight * tf.matmul(fixed, fixed, transpose_a=True) \
+    gramian = unobserved_weight * tf.matmul(fixed, fixed, transpose_a=True) \
         + regularization * tf.eye(k, dtype=fixed.dtype)
-    lhs_base_inv = tf.linalg.cholesky_solve(tf.linalg.cholesky(lhs_base), tf.eye(k))
-    projected = tf.matmul(fixed, lhs_base_inv)
+    chol_inv = tf.linalg.triangular_solve(tf.linalg.cholesky(gramian), tf.eye(k))  # C⁻¹
+    whitened = tf.matmul(fixed, chol_inv, transpose_b=True)                          # Z
     solved, observed = [], []
     for cols, ratings, weights in zip(side.cols, side.ratings, side.weights):
-        if cols.shape[1] < SHORT_ROW_FRACTION * k:
-            factors, loss = solve_short_rows(fixed, projected, lhs_base_inv, cols, ratings,
-                                             weights, unobserved_weight)
-        else:
-            factors, loss = solve_long_rows(fixed, lhs_base, lhs_base_inv, cols, ratings,
-                                            weights, unobserved_weight)
-        solved.append(factors)
+        solve = solve_short_rows if cols.shape[1] < SHORT_ROW_FRACTION * k else solve_long_rows
+        solution, loss = solve(whitened, cols, ratings, weights, unobserved_weight)
+        solved.append(solution)
         observed.append(loss)
     row_ids = tf.concat(side.row_ids, axis=0)[:, None]
-    new = tf.scatter_nd(row_ids, tf.concat(solved, axis=0), [side.n_rows, k])
-    return new, tf.add_n(observed)
+    whitened_rows = tf.scatter_nd(row_ids, tf.concat(solved, axis=0), [side.n_rows, k])
+    return tf.matmul(whitened_rows, chol_inv), tf.add_n(observed)                 # u = C⁻ᵀ y
 
 
 def initial_factors(n_rows: int, k: int, seed: int, stream: int) -> tf.Tensor:
