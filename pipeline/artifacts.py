@@ -98,15 +98,17 @@ def shards(folder: str, prefix: str, missing: MissingError | None = None) -> lis
 
 
 def vocab_path(preproc: str, name: str, metadata: dict | None = None) -> str:
-    """The vocabulary file: metadata's recorded path if it still exists, else transform_fn/assets.
+    """The vocabulary file: this preproc dir's transform_fn/assets/<name>, else metadata's recorded path.
 
     transform_fn/assets/<name> is where tft.WriteTransformFn puts a text vocabulary (it is what
-    tft.TFTransformOutput.vocabulary_file_by_name finds), without importing TFT.
+    tft.TFTransformOutput.vocabulary_file_by_name finds), without importing TFT. The folder's own
+    copy wins so that a copied or moved run never reads the vocabulary of the place it came from.
     """
+    own = join(preproc, "transform_fn", "assets", name)
     recorded = (metadata or {}).get(name)
-    if recorded and tf.io.gfile.exists(recorded):
+    if recorded and not tf.io.gfile.exists(own) and tf.io.gfile.exists(recorded):
         return recorded
-    return join(preproc, "transform_fn", "assets", name)
+    return own
 
 
 def read_vocabulary(path: str) -> list[str]:
