@@ -1,6 +1,6 @@
 """Benchmark: our TF2 WALS vs `implicit`'s ALS vs popularity on MovieLens ml-latest-small.
 
-    python -m benchmarks.wals_vs_implicit [--ratings PATH] [--tune] [--json OUT]
+    python -m benchmarks.wals_vs_implicit [--ratings PATH] [--tune] [--speed_only] [--json OUT]
     python benchmarks/wals_vs_implicit.py ...
 
 Same data, same seeded 80/20 per-user split (trainer.metrics.split_holdout), ratings scaled as
@@ -129,6 +129,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--rounds", type=int, default=3, help="Alternating speed rounds.")
     parser.add_argument("--tune", action="store_true", help="Also grid-search our flags.")
+    parser.add_argument("--speed_only", action="store_true",
+                        help="Only the alternating speed rounds (no quality grid): quick check.")
     parser.add_argument("--json", help="Write the results here.")
     opts = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -145,6 +147,10 @@ def main(argv=None) -> dict:
     results = {"data": {"ratings": int(users.size), "nusers": nusers, "nitems": nitems}}
 
     ours = default_args(seed=opts.seed)
+    if opts.speed_only:
+        results["speed"] = [speed(train, nusers, nitems, default_args(seed=opts.seed, n_embeds=k),
+                                  opts) for k in sorted({SPEED_K, ours.n_embeds})]
+        return results
     row_f, col_f, ours_seconds = fit_ours(train, nusers, nitems, ours)
     results["wals"] = {**score(row_f, col_f, train, test, nusers, nitems),
                        "epoch_seconds": ours_seconds, "hyperparameters": task.hyperparameters(ours)}

@@ -9,6 +9,10 @@ Facts measured with Beam 2.77 on this machine (see issue 2):
 - The in-process worker's state cache weighs every cached side input object by object (objsize):
   for a 100k-entry TFT vocabulary that cost ~1 s of a 20 s job, so `without_state_cache` lets a
   stage run without it (the data is in this process's memory anyway).
+- Construction-time type checking re-parses the pipeline options a few times per transform (~1 s
+  of fixed cost for the ~430 transforms a TFT job has); local runs skip it unless
+  --pipeline_type_check is given. Element types then stay Any, so the generic coders are used;
+  the outputs are the same (tests, benchmark).
 - Pipelines have died with SIGSEGV at interpreter exit after writing complete outputs, so the
   command-line entry points end with `exit_process` (flush, then os._exit).
 Any explicit --runner (DirectRunner, DataflowRunner, ...) and its flags are passed through untouched.
@@ -21,7 +25,8 @@ import os
 import sys
 
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions, StandardOptions,
+                                                  TypeOptions)
 
 LOG = logging.getLogger(__name__)
 # Above this much input, local runs use 2 worker processes. Below it their start-up (each imports
@@ -58,6 +63,9 @@ def pipeline_options(beam_argv: list[str], *, input_size: int = 0) -> PipelineOp
         direct.direct_running_mode = "multi_processing"
         if not any(flag.startswith("--direct_num_workers") for flag in beam_argv):
             direct.direct_num_workers = 2
+    if is_local(options) and not any(flag.lstrip("-").replace("no_", "", 1) == "pipeline_type_check"
+                                     for flag in beam_argv):
+        options.view_as(TypeOptions).pipeline_type_check = False  # see module docstring
     if is_local(options) and direct.direct_running_mode == "multi_processing":
         # Worker processes unpickle our DoFns by module name: make the project importable there.
         paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)

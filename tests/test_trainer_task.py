@@ -51,7 +51,9 @@ def test_run_writes_the_documented_model_dir_and_is_deterministic(preproc, tmp_p
                                     "coverage@10", "rmse"}
         assert 0 <= saved[name]["ndcg@10"] <= 1
     assert saved["heldout_interactions"] == first["heldout_interactions"] > 0
-    assert any(name.startswith("events.out.tfevents") for name in os.listdir(tmp_path / "a" / "logs"))
+    for phase in ("eval", "full"):
+        assert any(name.startswith("events.out.tfevents")
+                   for name in os.listdir(tmp_path / "a" / "logs" / phase))
     different_seed = task.run(train_args(preproc, str(tmp_path / "c"), "--epochs", "4",
                                          "--seed", "7", *SMALL))
     assert different_seed["loss_history"] != losses
@@ -74,20 +76,50 @@ def test_existing_model_dir_rules(preproc, tmp_path):
         task.run(train_args(preproc, str(stranger), *SMALL))
 
 
-def test_resume_after_kill_matches_uninterrupted_run(preproc, tmp_path):
+def test_served_factors_are_refit_on_all_interactions(preproc, tmp_path):
+    """eval_fraction > 0: metrics from the split model, factors from a refit on everything."""
+    refit = task.run(train_args(preproc, str(tmp_path / "refit"), "--epochs", "4", *SMALL))
+    split = task.run(train_args(preproc, str(tmp_path / "split"), "--epochs", "4",
+                                "--no_refit_full", *SMALL))
+    everything = task.run(train_args(preproc, str(tmp_path / "all"), "--epochs", "4",
+                                     "--eval_fraction", "0", *SMALL))
+    # the written factors are those of a model that saw every interaction ...
+    for got, want in zip(load_factors(tmp_path / "refit"), load_factors(tmp_path / "all")):
+        np.testing.assert_array_equal(got, want)
+    # ... not the split model's, which --no_refit_full serves
+    assert not np.array_equal(load_factors(tmp_path / "refit")[0],
+                              load_factors(tmp_path / "split")[0])
+    assert refit["loss_history"] == everything["loss_history"] != split["loss_history"]
+    # metrics come from the split model either way
+    assert refit["metrics"]["wals"] == split["metrics"]["wals"]
+    assert everything["metrics"] is None and not (tmp_path / "all" / "metrics.json").exists()
+    model = json.load(open(tmp_path / "refit" / "model.json"))
+    assert model["served_phase"] == "full" and model["trained_on"] == "all interactions"
+    assert model["metrics_from"] == "eval" and model["hyperparameters"]["refit_full"] is True
+    held = refit["heldout_interactions"]
+    assert model["phases"]["eval"]["train_interactions"] == model["train_interactions"] - held
+    assert model["train_interactions"] == everything["train_interactions"] > held > 0
+    split_model = json.load(open(tmp_path / "split" / "model.json"))
+    assert split_model["served_phase"] == "eval" and set(split_model["phases"]) == {"eval"}
+    assert split_model["train_interactions"] == model["train_interactions"] - held
+    assert sorted(os.listdir(tmp_path / "refit" / "checkpoints")) == ["eval", "full"]
+
+
+@pytest.mark.parametrize("phase", ["eval", "full"])
+def test_resume_after_kill_matches_uninterrupted_run(preproc, tmp_path, phase):
     flags = ["--epochs", "30", *SMALL]
     killed_dir = str(tmp_path / "killed")
     command = [sys.executable, "-m", "trainer.task", "--input_dir", preproc,
                "--output_dir", killed_dir, *flags]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
-    state = os.path.join(killed_dir, "checkpoints", "checkpoint")
+    state = os.path.join(killed_dir, "checkpoints", phase, "checkpoint")
     deadline = time.time() + 120
     try:
         while time.time() < deadline and process.poll() is None:
             latest = re.search(r'^model_checkpoint_path: "ckpt-(\d+)"',
                                open(state).read() if os.path.exists(state) else "", re.M)
-            if latest and int(latest.group(1)) >= 2:   # killed mid-training, after epoch 2
+            if latest and int(latest.group(1)) >= 2:   # killed mid-phase, after its epoch 2
                 break
             time.sleep(0.01)
     finally:
@@ -102,3 +134,9 @@ def test_resume_after_kill_matches_uninterrupted_run(preproc, tmp_path):
     for got, want in zip(load_factors(killed_dir), load_factors(tmp_path / "straight")):
         np.testing.assert_array_equal(got, want)
     assert resumed["loss_history"] == uninterrupted["loss_history"]
+    assert resumed["metrics"] == uninterrupted["metrics"]
+    killed_model = json.load(open(os.path.join(killed_dir, "model.json")))
+    straight_model = json.load(open(tmp_path / "straight" / "model.json"))
+    for name in ("eval", "full"):
+        assert (killed_model["phases"][name]["loss_history"]
+                == straight_model["phases"][name]["loss_history"])

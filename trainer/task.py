@@ -13,8 +13,15 @@ MovieLens ml-latest-small by held-out NDCG@10 (benchmarks/wals_vs_implicit.py; r
 like the pipeline: min(0.3 · value / median, 1)). There, w0 close to the observed weight
 w0 + c_j worked best; larger k helped (NDCG@10 0.336 at k=32, 0.344 at 64, 0.358 at 128) at
 ~k² cost per epoch; linear col weights lowered NDCG but raised catalog coverage.
---eval_fraction > 0 trains on the remaining share only: use --eval_fraction 0 for the model
-you serve once the settings are chosen.
+Training phases: with --eval_fraction > 0 the trainer first trains on the split (phase
+"eval": a seeded share of each user's interactions held out) and writes metrics.json from that
+model; then (phase "full", default) it trains again on *all* interactions with the same
+hyperparameters and seed, and those factors are written as row_factors.npy / col_factors.npy
+(so batch prediction and serving use everything). --no_refit_full serves the eval model instead
+(half the training time). --eval_fraction 0 runs the full phase only, with no metrics.
+Each phase checkpoints under checkpoints/<phase>/ and logs under logs/<phase>/, so a run killed
+in either phase resumes where it stopped; model.json records which data the factors saw and
+where the metrics came from.
 """
 from __future__ import annotations
 
@@ -62,15 +69,21 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                        help="Padded ratings per batched solve: bounds memory to ~this × k floats "
                             "(small batches pad less; 4096 measured fastest on MovieLens).")
     group.add_argument("--eval_fraction", type=float, default=0.2,
-                       help="Seeded share of each user's interactions held out for metrics; "
-                            "0 trains on everything and writes no metrics.json.")
+                       help="Seeded share of each user's interactions held out for metrics "
+                            "(metrics.json comes from a model trained without them); 0 writes "
+                            "no metrics.json.")
+    group.add_argument("--no_refit_full", action="store_true",
+                       help="With --eval_fraction > 0, write the factors of the model trained "
+                            "on the split instead of retraining on all interactions (the "
+                            "default retrains with the same settings and seed).")
 
 
 def hyperparameters(args: argparse.Namespace) -> dict:
     names = ("n_embeds", "regularization", "unobserved_weight", "col_weights",
              "feature_wt_factor", "feature_wt_exp", "epochs", "batch_size", "batch_entries",
              "eval_fraction", "seed", "top_k")
-    return {name: getattr(args, name) for name in names}
+    return {**{name: getattr(args, name) for name in names},
+            "refit_full": not getattr(args, "no_refit_full", False)}
 
 
 def _scalar_summary(name: str, value: float, step: int) -> None:
@@ -165,8 +178,6 @@ def _run(args: argparse.Namespace, start: float) -> dict:
     matrix, metadata = wals_input.load_matrix(args.input_dir, args.batch_size)
     held = (metrics.split_holdout(matrix.users, args.eval_fraction, args.seed)
             if args.eval_fraction > 0 else np.zeros(matrix.nnz, bool))
-    train = ~held
-    users, items, ratings = matrix.users[train], matrix.items[train], matrix.ratings[train]
     preproc_dir = _absolute(args.input_dir)
     config = {"hyperparameters": hyperparameters(args),
               "input": {"preproc_dir": preproc_dir, "nusers": matrix.nusers,
@@ -175,47 +186,74 @@ def _run(args: argparse.Namespace, start: float) -> dict:
     model_dir = args.output_dir
     resuming = prepare_model_dir(model_dir, config, args.overwrite)
 
+    phases, summary_metrics = {}, None
+    if held.any():
+        train = ~held
+        test = (matrix.users[held], matrix.items[held])
+        monitor = lambda row_f, col_f: metrics.evaluate(
+            metrics.factor_scorer(row_f, col_f), (matrix.users[train], matrix.items[train]),
+            test, matrix.nusers, matrix.nitems, args.top_k,
+            max_users=PER_EPOCH_EVAL_USERS)[f"ndcg@{args.top_k}"]
+        phases["eval"], (row_factors, col_factors) = train_phase(
+            "eval", matrix, train, args, model_dir, resuming, monitor)
+        summary_metrics = evaluate_model(row_factors, col_factors, matrix, held, args.top_k)
+        summary_metrics["model"] = ("eval phase: trained on the interactions left after "
+                                    "holding out the test share")
+        _write_json(join(model_dir, "metrics.json"), summary_metrics)
+    if not held.any() or hyperparameters(args)["refit_full"]:
+        phases["full"], (row_factors, col_factors) = train_phase(
+            "full", matrix, np.ones(matrix.nnz, bool), args, model_dir, resuming, None)
+    served = "full" if "full" in phases else "eval"
+    _save_npy(join(model_dir, "row_factors.npy"), row_factors)
+    _save_npy(join(model_dir, "col_factors.npy"), col_factors)
+    model = {"n_embeds": args.n_embeds, "nusers": matrix.nusers, "nitems": matrix.nitems,
+             "preproc_dir": preproc_dir, "hyperparameters": hyperparameters(args),
+             "trained_on": ("all interactions" if served == "full" else
+                            "split: held-out interactions excluded"),
+             "served_phase": served, "phases": phases,
+             "metrics_from": "eval" if summary_metrics is not None else None,
+             "epochs_completed": phases[served]["epochs_completed"],
+             "loss_history": phases[served]["loss_history"],
+             "epoch_seconds": phases[served]["epoch_seconds"],
+             "train_interactions": phases[served]["train_interactions"],
+             "heldout_interactions": int(held.sum()),
+             "created": datetime.datetime.now(datetime.timezone.utc).isoformat()}
+    _write_json(join(model_dir, "model.json"), model)
+    seconds = time.time() - start
+    logging.info("train: %d users x %d items, factors from phase %s (%d interactions), %d "
+                 "held out, %d epochs per phase, %.2fs%s", matrix.nusers, matrix.nitems, served,
+                 model["train_interactions"], held.sum(), args.epochs, seconds,
+                 "" if summary_metrics is None else
+                 f", eval ndcg@{args.top_k}={summary_metrics['wals'][f'ndcg@{args.top_k}']:.4f}")
+    return {"model_dir": model_dir, "resumed": resuming, "seconds": seconds,
+            "loss_history": model["loss_history"], "epoch_seconds": model["epoch_seconds"],
+            "metrics": summary_metrics, "nusers": matrix.nusers, "nitems": matrix.nitems,
+            "trained_on": model["trained_on"], "served_phase": served,
+            "phases": sorted(phases),
+            "train_interactions": model["train_interactions"],
+            "heldout_interactions": model["heldout_interactions"]}
+
+
+def train_phase(phase: str, matrix: wals_input.Interactions, train: np.ndarray,
+                args: argparse.Namespace, model_dir: str, resuming: bool, monitor):
+    """Trains (or resumes) one phase on the entries where `train` is set.
+
+    Returns (phase summary for model.json, (row_factors, col_factors) as numpy).
+    """
+    users, items, ratings = matrix.users[train], matrix.items[train], matrix.ratings[train]
     solver = wals.WALS(users, items, ratings, matrix.nusers, matrix.nitems, args.n_embeds,
                        args.regularization, args.unobserved_weight,
                        _entry_weights(users, items, matrix.nitems, args), args.seed,
                        max_rows=args.batch_size, max_entries=args.batch_entries)
-    state = TrainState(solver, args.epochs, join(model_dir, "checkpoints"))
+    state = TrainState(solver, args.epochs, join(model_dir, "checkpoints", phase))
     if resuming:
-        state.restore()
-    monitor = None
-    if held.any():
-        test = (matrix.users[held], matrix.items[held])
-        monitor = lambda row_f, col_f: metrics.evaluate(
-            metrics.factor_scorer(row_f, col_f), (users, items), test, matrix.nusers,
-            matrix.nitems, args.top_k, max_users=PER_EPOCH_EVAL_USERS)[f"ndcg@{args.top_k}"]
-    train_epochs(solver, state, join(model_dir, "logs"), monitor, args.top_k)
-
-    row_factors = solver.row_factors.numpy()
-    col_factors = solver.col_factors.numpy()
-    _save_npy(join(model_dir, "row_factors.npy"), row_factors)
-    _save_npy(join(model_dir, "col_factors.npy"), col_factors)
-    summary_metrics = None
-    if held.any():
-        summary_metrics = evaluate_model(row_factors, col_factors, matrix, held, args.top_k)
-        _write_json(join(model_dir, "metrics.json"), summary_metrics)
-    model = {"n_embeds": args.n_embeds, "nusers": matrix.nusers, "nitems": matrix.nitems,
-             "preproc_dir": preproc_dir, "hyperparameters": hyperparameters(args),
-             "epochs_completed": int(state.epoch.numpy()),
-             "loss_history": [float(x) for x in state.loss_history.numpy()],
-             "epoch_seconds": [float(x) for x in state.epoch_seconds.numpy()],
-             "train_interactions": int(train.sum()), "heldout_interactions": int(held.sum()),
-             "created": datetime.datetime.now(datetime.timezone.utc).isoformat()}
-    _write_json(join(model_dir, "model.json"), model)
-    seconds = time.time() - start
-    logging.info("train: %d users x %d items, %d train / %d held-out interactions, %d epochs, "
-                 "%.2fs%s", matrix.nusers, matrix.nitems, train.sum(), held.sum(), args.epochs,
-                 seconds, "" if summary_metrics is None else
-                 f", ndcg@{args.top_k}={summary_metrics['wals'][f'ndcg@{args.top_k}']:.4f}")
-    return {"model_dir": model_dir, "resumed": resuming, "seconds": seconds,
-            "loss_history": model["loss_history"], "epoch_seconds": model["epoch_seconds"],
-            "metrics": summary_metrics, "nusers": matrix.nusers, "nitems": matrix.nitems,
-            "train_interactions": model["train_interactions"],
-            "heldout_interactions": model["heldout_interactions"]}
+        state.restore(phase)
+    train_epochs(solver, state, join(model_dir, "logs", phase), monitor, args.top_k, phase)
+    summary = {"train_interactions": int(train.sum()),
+               "epochs_completed": int(state.epoch.numpy()),
+               "loss_history": [float(x) for x in state.loss_history.numpy()],
+               "epoch_seconds": [float(x) for x in state.epoch_seconds.numpy()]}
+    return summary, (solver.row_factors.numpy(), solver.col_factors.numpy())
 
 
 class TrainState:
@@ -231,11 +269,12 @@ class TrainState:
                                          epoch_seconds=self.epoch_seconds)
         self.manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir, max_to_keep=2)
 
-    def restore(self) -> None:
+    def restore(self, phase: str) -> None:
         latest = self.manager.latest_checkpoint
-        if latest:  # None when killed before the first epoch ended: start from the seed
+        if latest:  # None when killed before the phase's first epoch ended: start from the seed
             self.manager.checkpoint.restore(latest).assert_existing_objects_matched()
-            logging.info("train: resumed from %s after epoch %d", latest, int(self.epoch.numpy()))
+            logging.info("train[%s]: resumed from %s after epoch %d", phase, latest,
+                         int(self.epoch.numpy()))
 
     def record(self, step: int, loss: float, seconds: float) -> None:
         self.loss_history[step].assign(loss)
@@ -244,10 +283,11 @@ class TrainState:
         self.manager.save(checkpoint_number=step + 1)
 
 
-def train_epochs(solver: wals.WALS, state: TrainState, log_dir: str, monitor, k: int) -> None:
+def train_epochs(solver: wals.WALS, state: TrainState, log_dir: str, monitor, k: int,
+                 phase: str) -> None:
     """Runs the remaining epochs: log line + TensorBoard scalars + checkpoint after each.
 
-    `monitor(row_factors, col_factors) -> held-out NDCG@k`, or None when eval is off.
+    `monitor(row_factors, col_factors) -> held-out NDCG@k`, or None (eval off, full phase).
     """
     epochs = int(state.loss_history.shape[0])
     writer = tf.summary.create_file_writer(log_dir)
@@ -258,7 +298,8 @@ def train_epochs(solver: wals.WALS, state: TrainState, log_dir: str, monitor, k:
             seconds = time.time() - tick
             _scalar_summary("weighted_loss", loss, step + 1)
             _scalar_summary("epoch_seconds", seconds, step + 1)
-            message = f"train: epoch {step + 1}/{epochs} weighted_loss={loss:.6g} {seconds:.3f}s"
+            message = (f"train[{phase}]: epoch {step + 1}/{epochs} weighted_loss={loss:.6g} "
+                       f"{seconds:.3f}s")
             if monitor is not None:
                 ndcg = monitor(solver.row_factors.numpy(), solver.col_factors.numpy())
                 _scalar_summary(f"heldout_ndcg@{k}", ndcg, step + 1)

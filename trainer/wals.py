@@ -38,9 +38,8 @@ import tensorflow as tf
 
 COL_WEIGHT_SCHEMES = ("none", "linear", "log")
 MAX_GRAPH_BATCHES = 512
-# Rows with L < SHORT_ROW_FRACTION·k entries use the Woodbury form (L×L instead of k×k
-# Cholesky). Flop counts favour it only below L ≈ 0.4·k, but TF's batched k×k matmul and
-# Cholesky are slow enough that 1.0 measured fastest (MovieLens, k = 32 and 128).
+# Rows with L < SHORT_ROW_FRACTION·k entries use the L×L (Woodbury) form: L²k + L³/3 flops
+# against Lk² + k³/3 for the k×k form, equal at L = k (0.5 to 2 measured the same on MovieLens).
 SHORT_ROW_FRACTION = 1.0
 
 
