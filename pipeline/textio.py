@@ -60,20 +60,22 @@ def _read_range(file_range, skip_header_lines: int, lines_per_batch: int):
                 break
             if remaining is not None:
                 remaining -= len(block)
-            lines = (carry + block).split(b"\n")
+            text = carry + block
+            lines = text.split(b"\n")
             carry = lines.pop()
             if to_drop:
                 dropped = min(to_drop, len(lines))
                 lines, to_drop = lines[dropped:], to_drop - dropped
-            yield from _batches(lines, lines_per_batch)
+            yield from _batches(lines, lines_per_batch, strip_cr=b"\r" in text)
         if carry and remaining == 0:
             carry += f.readline().rstrip(b"\n")  # the range ended mid-line: finish that line
         if carry and not to_drop:
-            yield from _batches([carry], lines_per_batch)
+            yield from _batches([carry], lines_per_batch, strip_cr=True)
 
 
-def _batches(lines: list, size: int):
-    lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
+def _batches(lines: list, size: int, strip_cr: bool):
+    if strip_cr:  # only blocks holding a '\r' pay for the per-line check
+        lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
     for start in range(0, len(lines), size):
         yield lines[start:start + size]
 

@@ -1,12 +1,14 @@
 """Fast tests of the preprocess stage's parts: file ranges, headers, BigQuery wiring, runner choice."""
 import apache_beam as beam
 import numpy as np
+import pyarrow as pa
 import pytest
-from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
+import tensorflow as tf
+from apache_beam.options.pipeline_options import DirectOptions, StandardOptions, TypeOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline import beam_runner, sources, sql, textio
+from pipeline import beam_runner, preprocess, sources, sql, textio
 from transforms import preprocessing as pp
 from tests.preprocess_fixtures import stage_args
 
@@ -106,6 +108,10 @@ def test_local_runner_defaults():
     dataflow = beam_runner.pipeline_options(["--runner=DataflowRunner", "--project=p"], input_size=10**12)
     assert dataflow.view_as(StandardOptions).runner == "DataflowRunner"
     assert beam_runner.runner_for(dataflow) is None
+    # construction-time type checks are skipped locally unless asked for; Dataflow keeps them
+    assert not options.view_as(TypeOptions).pipeline_type_check
+    assert beam_runner.pipeline_options(["--pipeline_type_check"]).view_as(TypeOptions).pipeline_type_check
+    assert dataflow.view_as(TypeOptions).pipeline_type_check
     with pytest.raises(ValueError, match="multi_threading"):
         beam_runner.pipeline_options(["--direct_running_mode=multi_threading"])
 
@@ -119,3 +125,41 @@ def test_learned_median_is_read_back_exactly(median):
     ratings = np.minimum(np.float32(0.3) * values.astype(np.float32) / m32, np.float32(1))
     assert pp.learned_median(values, ratings, 0.3) == float(m32)
     assert pp.learned_median(values[-1:], ratings[-1:], 0.3) is None  # clamped only: unknown
+
+
+def test_serialized_examples_decode_to_each_keys_sorted_row():
+    rng = np.random.default_rng(5)
+    pairs = {(int(k), int(i)) for k, i in zip(rng.integers(0, 40, 600), rng.integers(0, 2**40, 600))}
+    pairs |= {(2**35, 0), (7, 127), (7, 128), (7, 16383), (7, 16384)}  # varint size boundaries
+    keys, indices = (np.array(side, np.int64) for side in zip(*sorted(pairs, key=lambda p: -p[1])))
+    values = rng.uniform(0, 1, len(keys)).astype(np.float32)
+    records = preprocess.serialized_examples(keys, indices, values)
+    expected = {}
+    for key, index, value in sorted(zip(keys.tolist(), indices.tolist(), values.tolist())):
+        expected.setdefault(key, ([], []))
+        expected[key][0].append(index)
+        expected[key][1].append(value)
+    assert len(records) == len(expected)
+    for record in records:
+        example = tf.train.Example.FromString(record)
+        key = example.features.feature["key"].int64_list.value
+        assert len(key) == 1
+        reference = tf.train.Example()  # the same content through the protobuf API
+        reference.features.feature["key"].int64_list.value.append(key[0])
+        reference.features.feature["indices"].int64_list.value.extend(expected[key[0]][0])
+        reference.features.feature["values"].float_list.value.extend(expected[key[0]][1])
+        assert example == reference
+    assert preprocess.serialized_examples(np.array([], np.int64), np.array([], np.int64),
+                                          np.array([], np.float32)) == []
+
+
+def test_id_shards_are_stable_per_id_and_in_range():
+    ids = [f"visitor-{n % 97}".encode() for n in range(1000)] + [b"", "é".encode()]
+    array = pa.array(ids, pa.binary())
+    shards = preprocess.id_shards(array, 8)
+    assert shards.min() >= 0 and shards.max() < 8 and len(set(shards.tolist())) == 8
+    by_id = {}
+    for id_, shard in zip(ids, shards.tolist()):
+        assert by_id.setdefault(id_, shard) == shard  # one id, one shard
+    sliced = preprocess.id_shards(array.slice(500, 300), 8)  # a slice hashes its own bytes only
+    assert sliced.tolist() == shards[500:800].tolist()
