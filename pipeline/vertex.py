@@ -47,15 +47,9 @@ def argv_for(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[
 
 def trainer_parser() -> argparse.ArgumentParser:
     """The parser of `python -m trainer.task`: --input_dir, --output_dir, shared flags, its own flags."""
-    from pipeline.cli import add_shared_args
     from trainer import task
 
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--input_dir")
-    parser.add_argument("--output_dir")
-    add_shared_args(parser)
-    task.add_args(parser)
-    return parser
+    return task.build_parser()
 
 
 def build_custom_job_spec(train_args: argparse.Namespace, *, image: str, machine_type: str,

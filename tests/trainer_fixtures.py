@@ -12,7 +12,6 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from pipeline.cli import add_shared_args
 from trainer import task
 
 
@@ -78,9 +77,4 @@ def random_matrix(nusers: int, nitems: int, density: float, seed: int):
 
 def train_args(input_dir: str, output_dir: str, *extra: str) -> argparse.Namespace:
     """The Namespace `python -m trainer.task` would build for these flags."""
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--input_dir")
-    parser.add_argument("--output_dir")
-    add_shared_args(parser)
-    task.add_args(parser)
-    return parser.parse_args(["--input_dir", input_dir, "--output_dir", output_dir, *extra])
+    return task.build_parser().parse_args(["--input_dir", input_dir, "--output_dir", output_dir, *extra])

@@ -12,18 +12,17 @@ files, never a silent truncation.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import posixpath
 import time
 
 import numpy as np
 import tensorflow as tf
 
-USERS_PREFIX = "items_for_user"  # rows = users, one Example per user
-ITEMS_PREFIX = "users_for_item"  # rows = items, one Example per item
-VOCAB_USERS = "vocab_users"
-VOCAB_ITEMS = "vocab_items"
+from pipeline import artifacts
+from pipeline.artifacts import VOCAB_ITEMS, VOCAB_USERS, count_lines, join  # noqa: F401 (re-exported)
+
+USERS_PREFIX = artifacts.ITEMS_FOR_USER  # rows = users, one Example per user
+ITEMS_PREFIX = artifacts.USERS_FOR_ITEM  # rows = items, one Example per item
 
 _FEATURES = {
     "key": tf.io.FixedLenFeature([1], tf.int64),
@@ -46,17 +45,9 @@ class Interactions:
         return int(self.ratings.shape[0])
 
 
-def join(*parts: str) -> str:
-    """Path join that keeps gs:// URLs intact (posix separators everywhere)."""
-    return posixpath.join(*parts)
-
-
 def shard_files(preproc_dir: str, prefix: str) -> list[str]:
-    files = sorted(tf.io.gfile.glob(join(preproc_dir, prefix + "-*")))
-    if not files:
-        raise ValueError(f"no TFRecord shards {join(preproc_dir, prefix + '-*')}: "
-                         "run the preprocess stage first (or check --input_dir)")
-    return files
+    return artifacts.shards(preproc_dir, prefix, missing=lambda pattern: ValueError(
+        f"no TFRecord shards {pattern}: run the preprocess stage first (or check --input_dir)"))
 
 
 def remap_rows(keys: tf.Tensor, indices: tf.SparseTensor, values: tf.SparseTensor,
@@ -81,13 +72,7 @@ def make_dataset(files: list[str], n_rows: int, n_cols: int,
     Shards ending in .gz are read as GZIP, others uncompressed (both kinds may be mixed).
     The last batch may be partial.
     """
-    by_type: dict[str, list[str]] = {}
-    for name in files:
-        by_type.setdefault("GZIP" if name.endswith(".gz") else "", []).append(name)
-    records = None
-    for compression, names in sorted(by_type.items()):
-        part = tf.data.TFRecordDataset(names, compression_type=compression)
-        records = part if records is None else records.concatenate(part)
+    records = artifacts.tfrecord_dataset(files)
 
     def parse(serialized):
         parsed = tf.io.parse_example(serialized, _FEATURES)
@@ -127,20 +112,13 @@ def _read_rows(files: list[str], n_rows: int, n_cols: int, batch_size: int):
     return keys, rows, cols, vals
 
 
-def count_lines(path: str) -> int:
-    with tf.io.gfile.GFile(path, "rb") as handle:
-        return sum(1 for _ in handle)
-
-
 def read_metadata(preproc_dir: str) -> dict:
     """metadata.json, with nusers/nitems cross-checked against the vocabulary files."""
     path = join(preproc_dir, "metadata.json")
-    if not tf.io.gfile.exists(path):
-        raise ValueError(f"{path} not found: --input_dir must be the preprocess stage's output")
-    with tf.io.gfile.GFile(path) as handle:
-        metadata = json.load(handle)
+    metadata = artifacts.read_json(path, missing=lambda p: ValueError(
+        f"{p} not found: --input_dir must be the preprocess stage's output"))
     for side, vocab in (("nusers", VOCAB_USERS), ("nitems", VOCAB_ITEMS)):
-        vocab_path = join(preproc_dir, "transform_fn", "assets", vocab)
+        vocab_path = artifacts.vocab_path(preproc_dir, vocab)
         if not tf.io.gfile.exists(vocab_path):
             raise ValueError(f"vocabulary {vocab_path} not found")
         size = count_lines(vocab_path)

@@ -39,10 +39,10 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 from tensorflow.python.framework import config as tf_config
 
+from pipeline.artifacts import join, read_json, write_json, write_npy
 from trainer import input as wals_input
 from trainer import metrics, wals
 
-join = wals_input.join
 RUN_CONFIG = "run_config.json"
 PER_EPOCH_EVAL_USERS = 2000  # per-epoch monitoring only; the final metrics use every user
 
@@ -93,21 +93,6 @@ def _scalar_summary(name: str, value: float, step: int) -> None:
     tf.summary.write(name, tf.constant(value, tf.float32), step=step, metadata=meta)
 
 
-def _write_json(path: str, payload: dict) -> None:
-    with tf.io.gfile.GFile(path, "w") as handle:
-        json.dump(payload, handle, indent=2, sort_keys=True)
-
-
-def _read_json(path: str) -> dict:
-    with tf.io.gfile.GFile(path) as handle:
-        return json.load(handle)
-
-
-def _save_npy(path: str, array: np.ndarray) -> None:
-    with tf.io.gfile.GFile(path, "wb") as handle:
-        np.save(handle, array)
-
-
 def prepare_model_dir(model_dir: str, config: dict, overwrite: bool) -> bool:
     """Applies the output-dir rules of the module docstring; returns True when resuming."""
     exists = tf.io.gfile.isdir(model_dir) and bool(tf.io.gfile.listdir(model_dir))
@@ -116,7 +101,7 @@ def prepare_model_dir(model_dir: str, config: dict, overwrite: bool) -> bool:
         tf.io.gfile.rmtree(model_dir)
     elif exists:
         config_path = join(model_dir, RUN_CONFIG)
-        previous = _read_json(config_path) if tf.io.gfile.exists(config_path) else None
+        previous = read_json(config_path) if tf.io.gfile.exists(config_path) else None
         if previous == config:
             logging.info("train: %s holds a run with the same settings: resuming", model_dir)
             return True
@@ -130,7 +115,7 @@ def prepare_model_dir(model_dir: str, config: dict, overwrite: bool) -> bool:
                          f"({', '.join(differing) or 'format'}); pass --overwrite to replace "
                          "it or choose another --output_dir")
     tf.io.gfile.makedirs(model_dir)
-    _write_json(join(model_dir, RUN_CONFIG), config)
+    write_json(join(model_dir, RUN_CONFIG), config)
     return False
 
 
@@ -199,13 +184,13 @@ def _run(args: argparse.Namespace, start: float) -> dict:
         summary_metrics = evaluate_model(row_factors, col_factors, matrix, held, args.top_k)
         summary_metrics["model"] = ("eval phase: trained on the interactions left after "
                                     "holding out the test share")
-        _write_json(join(model_dir, "metrics.json"), summary_metrics)
+        write_json(join(model_dir, "metrics.json"), summary_metrics)
     if not held.any() or hyperparameters(args)["refit_full"]:
         phases["full"], (row_factors, col_factors) = train_phase(
             "full", matrix, np.ones(matrix.nnz, bool), args, model_dir, resuming, None)
     served = "full" if "full" in phases else "eval"
-    _save_npy(join(model_dir, "row_factors.npy"), row_factors)
-    _save_npy(join(model_dir, "col_factors.npy"), col_factors)
+    write_npy(join(model_dir, "row_factors.npy"), row_factors)
+    write_npy(join(model_dir, "col_factors.npy"), col_factors)
     model = {"n_embeds": args.n_embeds, "nusers": matrix.nusers, "nitems": matrix.nitems,
              "preproc_dir": preproc_dir, "hyperparameters": hyperparameters(args),
              "trained_on": ("all interactions" if served == "full" else
@@ -218,7 +203,7 @@ def _run(args: argparse.Namespace, start: float) -> dict:
              "train_interactions": phases[served]["train_interactions"],
              "heldout_interactions": int(held.sum()),
              "created": datetime.datetime.now(datetime.timezone.utc).isoformat()}
-    _write_json(join(model_dir, "model.json"), model)
+    write_json(join(model_dir, "model.json"), model)
     seconds = time.time() - start
     logging.info("train: %d users x %d items, factors from phase %s (%d interactions), %d "
                  "held out, %d epochs per phase, %.2fs%s", matrix.nusers, matrix.nitems, served,
@@ -331,14 +316,19 @@ def evaluate_model(row_factors: np.ndarray, col_factors: np.ndarray,
     return result
 
 
-def main(argv: list[str] | None = None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of `python -m trainer.task`: paths, the driver's shared flags, the trainer's own."""
     from pipeline.cli import add_shared_args  # the driver's shared flags, same defaults
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--input_dir", required=True, help="preproc dir (preprocess output).")
     parser.add_argument("--output_dir", required=True, help="model dir to write.")
     add_shared_args(parser)
     add_args(parser)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         summary = run(args)
