@@ -21,6 +21,8 @@ import tensorflow as tf
 from pipeline import artifacts
 from pipeline.artifacts import VOCAB_ITEMS, VOCAB_USERS, count_lines, join  # noqa: F401 (re-exported)
 
+LOG = logging.getLogger(__name__)
+
 USERS_PREFIX = artifacts.ITEMS_FOR_USER  # rows = users, one Example per user
 ITEMS_PREFIX = artifacts.USERS_FOR_ITEM  # rows = items, one Example per item
 
@@ -151,6 +153,6 @@ def load_matrix(preproc_dir: str, batch_size: int = 1024) -> tuple[Interactions,
     if np.unique(users * nitems + items).size != users.size:
         raise ValueError(f"{USERS_PREFIX}-*: duplicate (user, item) entries")
     matrix = Interactions(users, items, ratings, nusers, nitems)
-    logging.info("input: read %d interactions, %d users, %d items from %s in %.2fs",
+    LOG.info("input: read %d interactions, %d users, %d items from %s in %.2fs",
                  matrix.nnz, nusers, nitems, preproc_dir, time.time() - start)
     return matrix, metadata

@@ -43,6 +43,8 @@ from pipeline.artifacts import join, read_json, write_json, write_npy
 from trainer import input as wals_input
 from trainer import metrics, wals
 
+LOG = logging.getLogger(__name__)
+
 RUN_CONFIG = "run_config.json"
 PER_EPOCH_EVAL_USERS = 2000  # per-epoch monitoring only; the final metrics use every user
 
@@ -97,13 +99,13 @@ def prepare_model_dir(model_dir: str, config: dict, overwrite: bool) -> bool:
     """Applies the output-dir rules of the module docstring; returns True when resuming."""
     exists = tf.io.gfile.isdir(model_dir) and bool(tf.io.gfile.listdir(model_dir))
     if exists and overwrite:
-        logging.info("train: --overwrite: deleting %s", model_dir)
+        LOG.info("train: --overwrite: deleting %s", model_dir)
         tf.io.gfile.rmtree(model_dir)
     elif exists:
         config_path = join(model_dir, RUN_CONFIG)
         previous = read_json(config_path) if tf.io.gfile.exists(config_path) else None
         if previous == config:
-            logging.info("train: %s holds a run with the same settings: resuming", model_dir)
+            LOG.info("train: %s holds a run with the same settings: resuming", model_dir)
             return True
         if previous is None:
             raise ValueError(f"{model_dir} is not empty and has no {RUN_CONFIG}; "
@@ -205,7 +207,7 @@ def _run(args: argparse.Namespace, start: float) -> dict:
              "created": datetime.datetime.now(datetime.timezone.utc).isoformat()}
     write_json(join(model_dir, "model.json"), model)
     seconds = time.time() - start
-    logging.info("train: %d users x %d items, factors from phase %s (%d interactions), %d "
+    LOG.info("train: %d users x %d items, factors from phase %s (%d interactions), %d "
                  "held out, %d epochs per phase, %.2fs%s", matrix.nusers, matrix.nitems, served,
                  model["train_interactions"], held.sum(), args.epochs, seconds,
                  "" if summary_metrics is None else
@@ -258,7 +260,7 @@ class TrainState:
         latest = self.manager.latest_checkpoint
         if latest:  # None when killed before the phase's first epoch ended: start from the seed
             self.manager.checkpoint.restore(latest).assert_existing_objects_matched()
-            logging.info("train[%s]: resumed from %s after epoch %d", phase, latest,
+            LOG.info("train[%s]: resumed from %s after epoch %d", phase, latest,
                          int(self.epoch.numpy()))
 
     def record(self, step: int, loss: float, seconds: float) -> None:
@@ -289,7 +291,7 @@ def train_epochs(solver: wals.WALS, state: TrainState, log_dir: str, monitor, k:
                 ndcg = monitor(solver.row_factors.numpy(), solver.col_factors.numpy())
                 _scalar_summary(f"heldout_ndcg@{k}", ndcg, step + 1)
                 message += f" heldout ndcg@{k}={ndcg:.4f}"
-            logging.info(message)
+            LOG.info(message)
             state.record(step, loss, seconds)
             writer.flush()
 
@@ -333,7 +335,7 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         summary = run(args)
     except ValueError as err:
-        logging.error("train: %s", err)
+        LOG.error("train: %s", err)
         sys.exit(2)
     print(json.dumps(summary, indent=2))
     return summary
