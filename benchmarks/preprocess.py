@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from pipeline.preprocess import serialized_examples  # the same Example encoding on both sides
+from pipeline.examples import serialized_examples  # the same Example encoding on both sides
 
 LOG = logging.getLogger("benchmarks.preprocess")
 

@@ -120,9 +120,15 @@ def read_vocabulary(path: str) -> list[str]:
     return [line.decode("utf-8") for line in lines]
 
 
-def count_lines(path: str) -> int:
+def count_lines(path: str, chunk_bytes: int = 16 << 20) -> int:
+    """Lines of a text file, as TFTransformOutput.vocabulary_size_by_name counts them, but by
+    counting newlines in big chunks instead of iterating lines in Python (~0.5 s at 100k)."""
+    lines, last = 0, b"\n"
     with tf.io.gfile.GFile(path, "rb") as f:
-        return sum(1 for _ in f)
+        while chunk := f.read(chunk_bytes):
+            lines += chunk.count(b"\n")
+            last = chunk[-1:]
+    return lines + (last != b"\n")
 
 
 def tfrecord_dataset(files: list[str]) -> tf.data.Dataset:

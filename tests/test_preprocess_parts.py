@@ -8,7 +8,7 @@ from apache_beam.options.pipeline_options import DirectOptions, StandardOptions,
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline import beam_runner, preprocess, sources, sql, textio
+from pipeline import beam_runner, examples, preprocess, sources, sql, textio
 from transforms import preprocessing as pp
 from tests.preprocess_fixtures import stage_args
 
@@ -133,7 +133,7 @@ def test_serialized_examples_decode_to_each_keys_sorted_row():
     pairs |= {(2**35, 0), (7, 127), (7, 128), (7, 16383), (7, 16384)}  # varint size boundaries
     keys, indices = (np.array(side, np.int64) for side in zip(*sorted(pairs, key=lambda p: -p[1])))
     values = rng.uniform(0, 1, len(keys)).astype(np.float32)
-    records = preprocess.serialized_examples(keys, indices, values)
+    records = examples.serialized_examples(keys, indices, values)
     expected = {}
     for key, index, value in sorted(zip(keys.tolist(), indices.tolist(), values.tolist())):
         expected.setdefault(key, ([], []))
@@ -149,7 +149,7 @@ def test_serialized_examples_decode_to_each_keys_sorted_row():
         reference.features.feature["indices"].int64_list.value.extend(expected[key[0]][0])
         reference.features.feature["values"].float_list.value.extend(expected[key[0]][1])
         assert example == reference
-    assert preprocess.serialized_examples(np.array([], np.int64), np.array([], np.int64),
+    assert examples.serialized_examples(np.array([], np.int64), np.array([], np.int64),
                                           np.array([], np.float32)) == []
 
 

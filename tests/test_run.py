@@ -15,6 +15,7 @@ import pytest
 
 from pipeline import run as driver
 from pipeline import vertex
+from pipeline.cli import add_shared_args
 from test_run_fixtures import write_model, write_predictions, write_preproc
 
 DATAFLOW_FLAGS = ["--runner=DataflowRunner", "--project", "my-proj", "--region=europe-west1",
@@ -60,7 +61,18 @@ def stages(monkeypatch):
         module = types.ModuleType(name)
         module.add_args, module.run = add_args, run
         monkeypatch.setitem(sys.modules, name, module)
+    sys.modules["trainer.task"].build_parser = lambda: _trainer_parser(modules["trainer.task"][0])
     return calls
+
+
+def _trainer_parser(add_args):
+    """What trainer.task.build_parser gives: its paths, the shared flags and its own flags."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--input_dir")
+    parser.add_argument("--output_dir")
+    add_shared_args(parser)
+    add_args(parser)
+    return parser
 
 
 def test_defaults_run_everything_under_output(stages):
