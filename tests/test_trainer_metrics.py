@@ -69,3 +69,19 @@ def test_split_holdout_is_seeded_per_user_and_keeps_training_items():
     assert np.bincount(users[~everything], minlength=4).min() == 1
     with pytest.raises(ValueError, match="eval fraction"):
         metrics.split_holdout(users, 1.0, seed=3)
+
+
+def test_max_users_spreads_over_all_users_not_just_the_first():
+    """Per-epoch monitoring evaluates a subset; it must not be only the most active users."""
+    nusers, nitems = 10, 4
+    users = np.arange(nusers)
+    train, test = (users, np.zeros(nusers, np.int64)), (users, np.ones(nusers, np.int64))
+    asked = []
+
+    def scorer(block):
+        asked.extend(block.tolist())
+        return np.tile(np.arange(nitems, 0, -1, dtype=np.float32), (block.size, 1))
+
+    got = metrics.evaluate(scorer, train, test, nusers, nitems, k=2, max_users=4)
+    assert got["users_evaluated"] == 4
+    assert asked[0] == 0 and asked[-1] == nusers - 1 and len(set(asked)) == 4

@@ -92,13 +92,17 @@ def evaluate(score_users: ScoreFn, train: tuple[np.ndarray, np.ndarray],
     """precision/recall/map/ndcg@k and coverage of `score_users` on the held-out `test`.
 
     train / test are (user ids, item ids) COO pairs. `max_users` evaluates only the first
-    that many test users (cheap per-epoch monitoring); keys are prefixed with `prefix`.
+    that many test users, spread evenly over the user ids (cheap per-epoch monitoring; user ids are
+    in vocabulary order, most active first, so the first ones alone would be biased); keys are
+    prefixed with `prefix`.
     """
     block_size = max(1, min(block_size, MAX_BLOCK_SCORES // max(nitems, 1)))
     train_ptr, train_items = csr_rows(*train, nusers)
     test_ptr, test_items = csr_rows(*test, nusers)
     n_test = np.diff(test_ptr)
-    eval_users = np.flatnonzero(n_test)[:max_users]
+    eval_users = np.flatnonzero(n_test)
+    if max_users is not None and eval_users.size > max_users:
+        eval_users = eval_users[np.linspace(0, eval_users.size - 1, max_users).astype(np.int64)]
     totals = {name: 0.0 for name in ("precision", "recall", "map", "ndcg")}
     recommended_items = np.zeros(nitems, bool)
     for begin in range(0, eval_users.size, block_size):
