@@ -179,7 +179,12 @@ def load_artifacts(preproc_dir: str, model_dir: str, check_preproc_path: bool = 
     vocab_items = read_vocabulary(vocabulary_path(preproc_dir, VOCAB_ITEMS))
 
     problems = []
-    if check_preproc_path and model_info.get("preproc_dir") and not _same_dir(
+    trained_on, this_run = model_info.get("preproc_run_id"), metadata.get("run_id")
+    if trained_on and this_run:  # both recorded: identity decides, wherever the files now are
+        if trained_on != this_run:
+            problems.append(f"model was trained on another preprocess run (run_id {trained_on}) "
+                            f"than the one in {preproc_dir} (run_id {this_run}); retrain")
+    elif check_preproc_path and model_info.get("preproc_dir") and not _same_dir(
             model_info["preproc_dir"], preproc_dir):
         problems.append(f"model was trained on {model_info['preproc_dir']}, not {preproc_dir} "
                         "(pass --ignore_preproc_path if the files were moved)")

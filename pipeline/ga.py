@@ -88,8 +88,8 @@ def parse_session_line(line: str | bytes) -> dict:
     """Parses one NDJSON line into a session dict; raises RejectedRow(invalid_json/not_an_object)."""
     try:
         if isinstance(line, bytes):
-            line = line.decode("utf-8")
-        session = json.loads(line)
+            line = line.decode("utf-8-sig")  # a BOM may start a file written on Windows
+        session = json.loads(line.lstrip("\ufeff"))
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise RejectedRow("invalid_json", str(e)[:200]) from None
     if not isinstance(session, dict):

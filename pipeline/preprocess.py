@@ -54,9 +54,10 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                         "--ga_preset SQL), ga_export (NDJSON GA360 session files as written by "
                         "`bq extract`, .gz ok) or interactions (delimited user_id,item_id,rating "
                         "files with a header row).")
-    g.add_argument("--input", default=DEFAULT_INPUT,
-                   help="File or glob (local or gs://) for ga_export / interactions (default: "
-                        "the bundled sample, pipeline/data/ga_sessions_sample.ndjson.gz).")
+    g.add_argument("--input", default=None,
+                   help="File or glob (local or gs://) for ga_export / interactions (required for "
+                        "interactions; ga_export defaults to the bundled sample, "
+                        "pipeline/data/ga_sessions_sample.ndjson.gz).")
     g.add_argument("--ga_preset", choices=ga.PRESETS, default="news",
                    help="GA semantics for bigquery / ga_export. news: item = custom dimension "
                         "--content_dimension of PAGE hits, value = time on page in ms (next PAGE "
@@ -310,6 +311,8 @@ def _metadata(args, preproc: str, stats: dict, seconds: float) -> dict:
                    "mean": stats.get("sum_rating", 0.0) / interactions if interactions else None},
         "vocab_users": _absolute(vocab[pp.VOCAB_USERS]), "vocab_items": _absolute(vocab[pp.VOCAB_ITEMS]),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        # identifies this preprocess output wherever it is copied; the model records it
+        "run_id": uuid.uuid4().hex,
         "seconds": round(seconds, 3),
     }
 
@@ -318,12 +321,23 @@ def _absolute(path: str) -> str:
     return path if "://" in path else os.path.abspath(path)
 
 
+def with_default_input(args: argparse.Namespace) -> argparse.Namespace:
+    """The bundled sample for ga_export without --input; interactions files must be named."""
+    if args.input or args.source == "bigquery":
+        return args
+    if args.source == "interactions":
+        raise ValueError("--source interactions needs --input FILE_OR_GLOB (a delimited file with a "
+                         "user_id,item_id,rating header)")
+    return argparse.Namespace(**{**vars(args), "input": DEFAULT_INPUT})
+
+
 def run(args, beam_argv: list[str]) -> dict:
     """Runs the stage; writes args.output_dir/preproc and returns the metadata.json dict."""
     started = time.time()
     if not 0 <= args.max_rejected_fraction <= 1:
         raise PreprocessError(f"--max_rejected_fraction must be in [0, 1], got {args.max_rejected_fraction}")
     preproc = artifacts.stage_dir(args.output_dir, artifacts.PREPROC)
+    args = with_default_input(args)
     source = sources.source_transform(args)  # validates flags and headers before touching the output
     prepare_output_dir(preproc, args.overwrite)
     options = beam_runner.pipeline_options(

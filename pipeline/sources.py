@@ -131,6 +131,7 @@ class _GaSessionParser:
 
     def __call__(self, lines: list[bytes]) -> ParsedBatch:
         triples, rejects = [], []
+        lines = [line for line in lines if line.strip()]  # blank lines are not rows in NDJSON
         for line in lines:
             try:  # ga checks ids too (blank, separators): the same reasons as the other sources
                 triples += ga.session_interactions(ga.parse_session_line(line), **self._options)

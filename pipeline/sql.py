@@ -91,8 +91,9 @@ def _date_filter(table: str, start_date: str | None, end_date: str | None) -> li
     conditions = []
     if start_date is not None:
         conditions.append(f"_TABLE_SUFFIX >= '{validate_date(start_date, 'start_date')}'")
-    if end_date is not None:
-        conditions.append(f"_TABLE_SUFFIX <= '{validate_date(end_date, 'end_date')}'")
+    # without an end, '99999999' still keeps out ga_sessions_intraday_* ('i' sorts after digits)
+    end = "99999999" if end_date is None else validate_date(end_date, "end_date")
+    conditions.append(f"_TABLE_SUFFIX <= '{end}'")
     if start_date is not None and end_date is not None and start_date > end_date:
         raise ValueError(f"start_date {start_date} is after end_date {end_date}")
     return conditions

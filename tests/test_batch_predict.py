@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -157,3 +158,31 @@ def test_existing_outputs_need_overwrite(tmp_path):
     run(predict_args(preproc, model, out, outputs=[], top_k=3, overwrite=True), [])
     assert sorted(os.listdir(out)) == ["batch_pred-00000-of-00001"]  # old extras replaced
     assert max(len(v) for v in read_topk(out).values()) == 3
+
+
+def _stamp_run_id(preproc: str, model: str, run_id: str) -> None:
+    """What the real stages record: metadata.json run_id, copied into model.json by the trainer."""
+    for path, key in ((os.path.join(preproc, "metadata.json"), "run_id"),
+                      (os.path.join(model, "model.json"), "preproc_run_id")):
+        with open(path) as f:
+            payload = json.load(f)
+        payload[key] = run_id
+        with open(path, "w") as f:
+            json.dump(payload, f)
+
+
+def test_model_of_another_preprocess_run_is_refused_and_a_copied_run_works(tmp_path):
+    factors = (np.ones((2, 2)), np.ones((3, 2)))
+    preproc_a, model_a, _, _ = make_fixture(tmp_path / "a", {0: [0]}, *factors)
+    preproc_b, model_b, _, _ = make_fixture(tmp_path / "b", {1: [2]}, *factors)
+    _stamp_run_id(preproc_a, model_a, "run-a")
+    _stamp_run_id(preproc_b, model_b, "run-b")
+    for ignore in (False, True):  # same sizes, other data: never meaningful
+        with pytest.raises(ArtifactError, match="another preprocess run"):
+            run(predict_args(preproc_b, model_a, str(tmp_path / f"p{ignore}"),
+                             ignore_preproc_path=ignore), [])
+    shutil.copytree(tmp_path / "a", tmp_path / "copy")  # e.g. a run dir copied to another disk
+    out = str(tmp_path / "p-copy")
+    run(predict_args(str(tmp_path / "copy" / "preproc"), str(tmp_path / "copy" / "model"), out,
+                     outputs=[]), [])
+    assert read_topk(out)

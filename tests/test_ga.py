@@ -323,3 +323,9 @@ def test_rejected_row_pickles_with_its_reason():
     restored = pickle.loads(pickle.dumps(ga.RejectedRow("absurd_duration", "9 h")))
     assert (restored.reason, restored.detail, str(restored)) == (
         "absurd_duration", "9 h", "absurd_duration: 9 h")
+
+
+def test_a_byte_order_mark_does_not_make_a_row_invalid():
+    line = json.dumps({"fullVisitorId": "v", "visitId": "1", "hits": []})
+    assert ga.parse_session_line(("\ufeff" + line).encode("utf-8")) == json.loads(line)
+    assert ga.parse_session_line("\ufeff" + line) == json.loads(line)

@@ -178,7 +178,9 @@ GA_EXPECTED = {("v1", "a1"): 60000.0, ("v1", "a2"): 35000.0, ("v2", "a1"): 20000
 def ga_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ga")
     lines, bad_reasons = _ga_lines()
-    path = write_lines(tmp / "sessions.ndjson.gz", lines, gz=True)
+    # a UTF-8 BOM before the first row and blank lines are file noise, not rows
+    path = write_lines(tmp / "sessions.ndjson.gz", ["\ufeff" + lines[0], *lines[1:], "", "  "],
+                       gz=True)
     preproc = tmp / "out" / "preproc"
     preproc.mkdir(parents=True)
     (preproc / "users_for_item-00099").write_bytes(b"stale shard of an older run")
@@ -232,6 +234,8 @@ def test_refuses_non_empty_output_without_overwrite(tmp_path):
 
 
 def test_missing_input_and_bad_header_are_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="needs --input"):
+        run_stage(tmp_path / "out", "--source", "interactions")
     with pytest.raises(FileNotFoundError, match="matches no files"):
         run_stage(tmp_path / "out", "--source", "interactions", "--input", str(tmp_path / "nope*.csv"))
     path = write_lines(tmp_path / "i.csv", ["user,item_id,rating", "u1,i1,1"])

@@ -45,7 +45,8 @@ def test_query_text_shape():
 
 @pytest.mark.parametrize("start,end,expected", [
     ("20240101", "20240131", ["_TABLE_SUFFIX >= '20240101'", "_TABLE_SUFFIX <= '20240131'"]),
-    ("20240105", None, ["_TABLE_SUFFIX >= '20240105'"]),
+    # an open end must still exclude the intraday tables (suffix 'intraday_2024...')
+    ("20240105", None, ["_TABLE_SUFFIX >= '20240105'", "_TABLE_SUFFIX <= '99999999'"]),
     (None, "20240105", ["_TABLE_SUFFIX <= '20240105'"])])
 def test_dates_filter_table_suffix(start, end, expected):
     query = sql.build_query("ecommerce", TABLE, start_date=start, end_date=end)

@@ -167,7 +167,8 @@ def _run(args: argparse.Namespace, start: float) -> dict:
             if args.eval_fraction > 0 else np.zeros(matrix.nnz, bool))
     preproc_dir = _absolute(args.input_dir)
     config = {"hyperparameters": hyperparameters(args),
-              "input": {"preproc_dir": preproc_dir, "nusers": matrix.nusers,
+              # identity, not location: a copied run dir resumes, another preprocess run does not
+              "input": {"preproc_run_id": metadata.get("run_id"), "nusers": matrix.nusers,
                         "nitems": matrix.nitems, "interactions": matrix.nnz,
                         "created": metadata.get("created")}}
     model_dir = args.output_dir
@@ -194,7 +195,8 @@ def _run(args: argparse.Namespace, start: float) -> dict:
     write_npy(join(model_dir, "row_factors.npy"), row_factors)
     write_npy(join(model_dir, "col_factors.npy"), col_factors)
     model = {"n_embeds": args.n_embeds, "nusers": matrix.nusers, "nitems": matrix.nitems,
-             "preproc_dir": preproc_dir, "hyperparameters": hyperparameters(args),
+             "preproc_dir": preproc_dir, "preproc_run_id": metadata.get("run_id"),
+             "hyperparameters": hyperparameters(args),
              "trained_on": ("all interactions" if served == "full" else
                             "split: held-out interactions excluded"),
              "served_phase": served, "phases": phases,
