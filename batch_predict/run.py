@@ -163,11 +163,16 @@ def _read_records(a: art.Artifacts, args, directions: list[Direction], recommend
     return seen, counts
 
 
+def validate_args(args: argparse.Namespace) -> None:
+    """Flag checks that need no data (the driver runs them before any stage starts)."""
+    if args.top_k < 1 or args.block_size < 1 or args.n_similar < 0:
+        raise ValueError("--top_k and --block_size must be >= 1 and --n_similar >= 0")
+
+
 def run(args: argparse.Namespace, beam_argv: list[str] | None = None) -> dict:
     """Runs the predict stage; returns a JSON-able summary (rows, paths, seconds, first lines)."""
     started = time.time()
-    if args.top_k < 1 or args.block_size < 1 or args.n_similar < 0:
-        raise ValueError("--top_k and --block_size must be >= 1 and --n_similar >= 0")
+    validate_args(args)
     a = art.load_artifacts(args.preproc_dir, args.model_dir,
                            check_preproc_path=not getattr(args, "ignore_preproc_path", False))
     users, items = entities(a)

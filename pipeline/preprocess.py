@@ -304,7 +304,7 @@ def _metadata(args, preproc: str, stats: dict, seconds: float) -> dict:
         "rejected_by_reason": {key.split(".", 1)[1]: value for key, value in sorted(stats.items())
                                if key.startswith("rejected.")},
         "dropped_nonpositive_pairs": stats.get("dropped_nonpositive_pairs", 0),
-        "source": args.source, "ga_preset": args.ga_preset,
+        "source": args.source, "ga_preset": None if args.source == "interactions" else args.ga_preset,
         "input": args.table if args.source == "bigquery" else args.input,
         "rating": {"median_value": stats.get("max_median_value"), "scale": args.rating_scale,
                    "min": stats.get("min_rating"), "max": stats.get("max_rating"),
@@ -321,6 +321,17 @@ def _absolute(path: str) -> str:
     return path if "://" in path else os.path.abspath(path)
 
 
+def validate_args(args: argparse.Namespace) -> None:
+    """Flag checks that need no data (the driver runs them before any stage starts)."""
+    if not 0 <= args.max_rejected_fraction <= 1:
+        raise ValueError(f"--max_rejected_fraction must be in [0, 1], got {args.max_rejected_fraction}")
+    if not args.rating_scale > 0:
+        raise ValueError(f"--rating_scale must be > 0, got {args.rating_scale}")
+    with_default_input(args)
+    if args.source == "bigquery":
+        sources.source_transform(args)  # validates --table, dates and preset options (no I/O)
+
+
 def with_default_input(args: argparse.Namespace) -> argparse.Namespace:
     """The bundled sample for ga_export without --input; interactions files must be named."""
     if args.input or args.source == "bigquery":
@@ -334,8 +345,7 @@ def with_default_input(args: argparse.Namespace) -> argparse.Namespace:
 def run(args, beam_argv: list[str]) -> dict:
     """Runs the stage; writes args.output_dir/preproc and returns the metadata.json dict."""
     started = time.time()
-    if not 0 <= args.max_rejected_fraction <= 1:
-        raise PreprocessError(f"--max_rejected_fraction must be in [0, 1], got {args.max_rejected_fraction}")
+    validate_args(args)
     preproc = artifacts.stage_dir(args.output_dir, artifacts.PREPROC)
     args = with_default_input(args)
     source = sources.source_transform(args)  # validates flags and headers before touching the output

@@ -183,6 +183,19 @@ def check_runner(args: argparse.Namespace, beam_argv: list[str]) -> None:
             raise UsageError(f"--trainer vertex needs --output_dir on gs:// (got {args.output_dir})")
 
 
+def check_flags(args: argparse.Namespace) -> None:
+    """Each selected stage's flag checks, before anything runs (a bad trainer flag must not
+    surface after an hour of Dataflow preprocessing)."""
+    for stage in args.stages:
+        validate = getattr(stage_module(stage), "validate_args", None)
+        if validate is None:
+            continue
+        try:
+            validate(stage_args(stage, args))
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+
+
 def check_upfront(args: argparse.Namespace) -> None:
     """Inputs of the first selected stage must already exist: fail before anything is written."""
     first = args.stages[0]
@@ -197,6 +210,7 @@ def check_upfront(args: argparse.Namespace) -> None:
 def run_pipeline(args: argparse.Namespace, beam_argv: list[str]) -> dict:
     """Runs the selected stages in order; returns {stage: summary dict} plus 'seconds'."""
     check_runner(args, beam_argv)
+    check_flags(args)
     check_upfront(args)
     summaries, seconds = {}, {}
     for stage in args.stages:
@@ -246,7 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if not _is_refusal(exc):  # unexpected: keep the traceback, end with one clear line
             log.exception("pipeline failed")
-        log.error("error: %s: %s", type(exc).__name__, exc)
+            log.error("error: %s: %s", type(exc).__name__, exc)
+        else:
+            log.error("error: %s", exc)
         return 1
 
 

@@ -94,6 +94,8 @@ def test_metadata_file_and_tft_output(comma_run):
     for name in ("vocab_users", "vocab_items"):
         assert os.path.isabs(metadata[name]) and os.path.exists(metadata[name])
     assert not [n for n in os.listdir(os.path.dirname(preproc)) if n.startswith("_tmp")]
+    assert metadata["source"] == "interactions" and metadata["ga_preset"] is None  # no GA semantics
+    assert len(metadata["run_id"]) == 32  # the identity the trainer records for predict to check
 
 
 # --- interactions source, tab, CRLF, reordered columns, via the CLI --------------------------------

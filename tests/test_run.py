@@ -286,3 +286,18 @@ def test_shared_json_and_npy_helpers_round_trip_and_raise_the_callers_error(tmp_
             read(f"{tmp_path}/absent", missing=lambda path: KeyError(f"nothing at {path}"))
     with pytest.raises(LookupError, match=r"no shards .*/users_for_item-\*"):
         artifacts.shards(str(tmp_path), "users_for_item", missing=lambda p: LookupError(f"no shards {p}"))
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--regularization", "-1"], "--regularization"),
+    (["--source", "interactions"], "needs --input"),
+    (["--source", "bigquery", "--table", "p.d.t; DROP"], "invalid BigQuery table"),
+    (["--top_k", "0"], "--top_k"),
+])
+def test_bad_stage_flags_exit_2_before_any_stage_runs(tmp_path, caplog, flags, message):
+    """The real stages' flag checks run up front: nothing is read or written, exit code 2."""
+    out = tmp_path / "out"
+    assert driver.main(["--output_dir", str(out), *flags]) == 2
+    assert not out.exists()
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and message in errors[0] and "Error:" not in errors[0]

@@ -132,7 +132,8 @@ def _entry_weights(users, items, nitems, args) -> np.ndarray:
                                args.feature_wt_exp)[items]
 
 
-def _validate(args: argparse.Namespace) -> None:
+def validate_args(args: argparse.Namespace) -> None:
+    """Flag checks that need no data (the driver runs them before any stage starts)."""
     for name in ("n_embeds", "epochs", "batch_size", "batch_entries", "top_k"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
@@ -143,7 +144,7 @@ def _validate(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> dict:
     """Trains WALS from args.input_dir (preproc) into args.output_dir (model); returns a summary."""
     start = time.time()
-    _validate(args)
+    validate_args(args)
     with _op_determinism():
         return _run(args, start)
 
