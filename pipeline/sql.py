@@ -4,8 +4,10 @@ The queries give exactly what `pipeline.ga` computes on the export files (one ro
 (visitorId, contentId), summed across sessions, value > 0), including the whole-session rejects
 that can happen on typed BigQuery data: a session with a PAGE hit lacking time or hitNumber, two
 PAGE hits sharing a hitNumber, an empty content id or an absurd time on page yields nothing, like
-the row `ga.session_interactions` rejects. Sessions are partitioned by (fullVisitorId, visitId):
-the old course query partitioned by visitor only and so carried time across sessions.
+the row `ga.session_interactions` rejects. Sessions are partitioned by (fullVisitorId, visitId,
+date): the old course query partitioned by visitor only and so carried time across sessions, and
+GA360 splits a session that spans midnight into one row per daily table with the same visitId,
+which the export reader also treats as two rows.
 
 Nothing from the command line reaches the SQL unchecked: the table name must match a strict
 project.dataset.table pattern, dates must be real YYYYMMDD dates, numbers are formatted from
@@ -111,6 +113,7 @@ WITH page_hits AS (
   SELECT
     s.fullVisitorId AS visitorId,
     s.visitId AS visitId,
+    s.date AS session_date,
     h.time AS hit_time_ms,
     h.hitNumber AS hit_number,
     (SELECT cd.value FROM UNNEST(h.customDimensions) AS cd WITH OFFSET AS cd_pos
@@ -122,11 +125,11 @@ WITH page_hits AS (
 ),
 timed_pages AS (
   SELECT
-    visitorId, visitId, contentId, hit_time_ms, hit_number, has_content_dimension,
+    visitorId, visitId, session_date, contentId, hit_time_ms, hit_number, has_content_dimension,
     -- time on page: next PAGE hit of the same session minus this one (NULL for the last)
-    LEAD(hit_time_ms) OVER (PARTITION BY visitorId, visitId ORDER BY hit_time_ms, hit_number)
+    LEAD(hit_time_ms) OVER (PARTITION BY visitorId, visitId, session_date ORDER BY hit_time_ms, hit_number)
       - hit_time_ms AS time_on_page_ms,
-    COUNT(*) OVER (PARTITION BY visitorId, visitId, hit_number) AS pages_with_hit_number
+    COUNT(*) OVER (PARTITION BY visitorId, visitId, session_date, hit_number) AS pages_with_hit_number
   FROM page_hits
 ),
 checked_pages AS (
@@ -136,7 +139,7 @@ checked_pages AS (
     MAX(CASE WHEN hit_time_ms IS NULL OR hit_number IS NULL OR pages_with_hit_number > 1
                OR (has_content_dimension AND COALESCE(TRIM(contentId), '') = '')
                OR time_on_page_ms > {max_time_on_page_ms} OR {_BAD_IDS}
-             THEN 1 ELSE 0 END) OVER (PARTITION BY visitorId, visitId) AS session_rejected
+             THEN 1 ELSE 0 END) OVER (PARTITION BY visitorId, visitId, session_date) AS session_rejected
   FROM timed_pages
 )
 SELECT visitorId, contentId, CAST(SUM(time_on_page_ms) AS FLOAT64) AS value
@@ -153,6 +156,7 @@ WITH product_actions AS (
   SELECT
     s.fullVisitorId AS visitorId,
     s.visitId AS visitId,
+    s.date AS session_date,
     p.productSKU AS contentId,
     -- '2' = product detail view, '6' = purchase
     CASE WHEN h.eCommerceAction.action_type = '2' THEN 1.0
@@ -167,7 +171,7 @@ checked_actions AS (
     visitorId, contentId, score,
     -- a session pipeline.ga would reject (empty SKU) contributes nothing
     MAX(CASE WHEN COALESCE(TRIM(contentId), '') = '' OR {_BAD_IDS} THEN 1 ELSE 0 END)
-      OVER (PARTITION BY visitorId, visitId) AS session_rejected
+      OVER (PARTITION BY visitorId, visitId, session_date) AS session_rejected
   FROM product_actions
 )
 SELECT visitorId, contentId, CAST(SUM(score) AS FLOAT64) AS value

@@ -140,6 +140,10 @@ def _rejected_by_ga_but_typed(sessions):
 def export(tmp_path_factory):
     sessions = list(sample.generate_sessions(120, 40, seed=3, ecommerce_rate=0.3, days=10))
     sessions += _rejected_by_ga_but_typed(sessions)
+    # GA360 splits a session spanning midnight into a row per daily table, same visitId
+    split = copy.deepcopy(next(s for s in sessions if len(s["hits"]) > 3))
+    split["date"] = str(int(split["date"]) + 1)
+    sessions.append(split)
     path = write_ndjson(sessions, tmp_path_factory.mktemp("ga") / "sessions.ndjson")
     return sessions, path
 
