@@ -65,8 +65,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                         "= productSKU of non-impression products, value = detail views + "
                         "--purchase_weight x purchases.")
     g.add_argument("--table", help="BigQuery GA360 table, e.g. project.dataset.ga_sessions_*")
-    g.add_argument("--start_date", help="YYYYMMDD, first _TABLE_SUFFIX (bigquery)")
-    g.add_argument("--end_date", help="YYYYMMDD, last _TABLE_SUFFIX (bigquery)")
+    g.add_argument("--start_date", help="First _TABLE_SUFFIX (bigquery): YYYYMMDD, or with "
+                                        "pipeline.run also today, today-N, yesterday (UTC)")
+    g.add_argument("--end_date", help="Last _TABLE_SUFFIX (bigquery), same forms as --start_date")
     g.add_argument("--content_dimension", type=int, default=ga.DEFAULT_CONTENT_DIMENSION,
                    help="news preset: index of the hit-level custom dimension holding the "
                         "content id (GA360 has 1..200).")
