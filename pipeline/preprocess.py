@@ -282,10 +282,17 @@ def prepare_output_dir(preproc: str, overwrite: bool) -> None:
     """Refuses a non-empty preproc dir unless overwrite, which deletes it first (no mixed shards)."""
     if tf.io.gfile.exists(preproc) and tf.io.gfile.listdir(preproc):
         if not overwrite:
-            raise PreprocessError(f"{preproc} is not empty; pass --overwrite to replace it entirely "
-                                  "or choose another --output_dir")
+            complete = tf.io.gfile.exists(artifacts.join(preproc, "metadata.json"))
+            raise PreprocessError(
+                f"{preproc} is not empty" + ("" if complete else
+                                             " (an interrupted or failed run: no metadata.json)")
+                + "; pass --overwrite to replace it entirely or choose another --output_dir")
         LOG.info("--overwrite: deleting %s", preproc)
         tf.io.gfile.rmtree(preproc)
+        # scratch folders of interrupted runs (a finished run removes its own)
+        for stale in tf.io.gfile.glob(artifacts.join(os.path.dirname(preproc.rstrip("/")),
+                                                     "_tmp_preprocess_*")):
+            tf.io.gfile.rmtree(stale)
     tf.io.gfile.makedirs(preproc)
 
 

@@ -247,6 +247,9 @@ def finish(args: argparse.Namespace, summaries: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Returns the process exit code: 0 ok, 1 stage failure, 2 bad flags or missing inputs."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    tf_logger = logging.getLogger("tensorflow")
+    if tf_logger.handlers:  # TF has its own handler: without this every TF line prints twice
+        tf_logger.propagate = False
     try:
         args, beam_argv = parse_args(argv)
         summaries = run_pipeline(args, beam_argv)

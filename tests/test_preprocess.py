@@ -186,6 +186,7 @@ def ga_run(tmp_path_factory):
     preproc = tmp / "out" / "preproc"
     preproc.mkdir(parents=True)
     (preproc / "users_for_item-00099").write_bytes(b"stale shard of an older run")
+    (tmp / "out" / "_tmp_preprocess_killed").mkdir()  # scratch of an interrupted run
     metadata = run_stage(tmp / "out", "--source", "ga_export", "--input", path, "--overwrite",
                          "--max_rejected_fraction", "0.6")
     return metadata, str(preproc), lines, bad_reasons
@@ -210,6 +211,7 @@ def test_overwrite_replaces_the_whole_preproc_dir(ga_run):
     _, preproc, _, _ = ga_run
     assert not os.path.exists(os.path.join(preproc, "users_for_item-00099"))
     assert sorted(os.listdir(preproc))  # the new run's files are there
+    assert not [n for n in os.listdir(os.path.dirname(preproc)) if n.startswith("_tmp")]
 
 
 # --- failures --------------------------------------------------------------------------------------
@@ -230,7 +232,7 @@ def test_refuses_non_empty_output_without_overwrite(tmp_path):
     preproc = tmp_path / "out" / "preproc"
     preproc.mkdir(parents=True)
     (preproc / "items_for_user-00000").write_bytes(b"old")
-    with pytest.raises(preprocess.PreprocessError, match="--overwrite"):
+    with pytest.raises(preprocess.PreprocessError, match="interrupted or failed run.*--overwrite"):
         run_stage(tmp_path / "out", "--source", "interactions", "--input", path)
     assert (preproc / "items_for_user-00000").read_bytes() == b"old"
 
