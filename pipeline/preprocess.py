@@ -403,7 +403,8 @@ def _finish(args, preproc: str, stats: dict, seconds: float) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     """`python -m pipeline.preprocess`: this stage alone; exit 0 on success, 1 on failure."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser = argparse.ArgumentParser(prog="python -m pipeline.preprocess",
+                                     description=__doc__.split("\n", 1)[0])
     parser.add_argument("--output_dir", default=cli.DEFAULT_OUTPUT_DIR)
     cli.add_shared_args(parser)
     add_args(parser)

@@ -247,7 +247,7 @@ def write_sessions(sessions: Iterable[dict], path: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m pipeline.sample", description=__doc__.split("\n\n")[0])
     parser.add_argument("--visitors", type=int, default=3000)
     parser.add_argument("--articles", type=int, default=300)
     parser.add_argument("--seed", type=int, default=7)

@@ -69,7 +69,7 @@ class ParsedBatch(NamedTuple):
 
 def _raw_text(raw: bytes | str | dict) -> str:
     if isinstance(raw, bytes):
-        raw = raw.decode("utf-8", errors="replace")
+        raw = raw.decode("utf-8", errors="backslashreplace")  # invalid bytes stay visible as \xNN
     elif not isinstance(raw, str):
         raw = json.dumps(raw, default=str, sort_keys=True)
     return raw[:_MAX_RAW_CHARS]

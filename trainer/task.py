@@ -324,7 +324,7 @@ def evaluate_model(row_factors: np.ndarray, col_factors: np.ndarray,
 def build_parser() -> argparse.ArgumentParser:
     """The parser of `python -m trainer.task`: paths, the driver's shared flags, the trainer's own."""
     from pipeline.cli import add_shared_args  # the driver's shared flags, same defaults
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m trainer.task", description=__doc__.splitlines()[0])
     parser.add_argument("--input_dir", required=True, help="preproc dir (preprocess output).")
     parser.add_argument("--output_dir", required=True, help="model dir to write.")
     add_shared_args(parser)
