@@ -24,6 +24,7 @@ from batch_predict import artifacts as art
 from batch_predict import outputs as out
 from batch_predict.serving import export_saved_model
 from batch_predict.topk import recommendation_scorer, similarity_scorer
+from pipeline import cli
 from pipeline.artifacts import head_lines, join
 
 log = logging.getLogger(__name__)
@@ -235,19 +236,16 @@ def _write_extras(a: art.Artifacts, args, staging: out.Staging, summary: dict,
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pipeline.cli import add_shared_args
-    parser = argparse.ArgumentParser(prog="python -m batch_predict.run", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preproc_dir", required=True, help="preproc/ folder (local or gs://).")
-    parser.add_argument("--model_dir", required=True, help="model/ folder (local or gs://).")
-    parser.add_argument("--output_dir", required=True, help="predictions/ folder to write.")
-    add_shared_args(parser)
-    add_args(parser)
-    return parser
+    return cli.stage_parser(
+        "python -m batch_predict.run", __doc__,
+        {"--preproc_dir": "preproc/ folder (local or gs://).",
+         "--model_dir": "model/ folder (local or gs://).",
+         "--output_dir": "predictions/ folder to write."},
+        add_args, formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format=cli.LOG_FORMAT)
     args, beam_argv = build_parser().parse_known_args(argv)
     try:
         summary = run(args, beam_argv)

@@ -13,3 +13,18 @@ def add_shared_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help="Replace existing artifacts of the stages that run; without it a stage "
                              "refuses to write into a non-empty output.")
+
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def stage_parser(prog: str, description: str, paths: dict[str, str], add_stage_args,
+                 **parser_kwargs) -> argparse.ArgumentParser:
+    """The parser of a stage's own entry point: its required path flags ({flag: help}), the
+    shared flags and the stage's own flags (`add_stage_args`)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description, **parser_kwargs)
+    for flag, help_text in paths.items():
+        parser.add_argument(flag, required=True, help=help_text)
+    add_shared_args(parser)
+    add_stage_args(parser)
+    return parser

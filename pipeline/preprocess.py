@@ -409,7 +409,7 @@ def main(argv: list[str] | None = None) -> None:
     cli.add_shared_args(parser)
     add_args(parser)
     args, beam_argv = parser.parse_known_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format=cli.LOG_FORMAT)
     try:
         metadata = run(args, beam_argv)
     except (PreprocessError, ValueError, FileNotFoundError) as e:

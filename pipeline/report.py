@@ -23,6 +23,7 @@ import tensorflow as tf
 from pipeline.artifacts import (ITEMS_FOR_USER, MODEL, PREDICTIONS, PREPROC, VOCAB_ITEMS, exists,
                                 head_lines, join, read_json, read_npy, read_vocabulary, shards,
                                 sparse_row_batches, vocab_path)
+from pipeline.cli import LOG_FORMAT
 
 log = logging.getLogger("pipeline.report")
 
@@ -251,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline.report", description=__doc__.split("\n")[0])
     parser.add_argument("--output_dir", default="output", help="Root of the run's artifacts.")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     if not tf.io.gfile.isdir(args.output_dir):
         log.error("error: %s is not a directory of run artifacts", args.output_dir)
         return 2

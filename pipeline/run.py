@@ -25,7 +25,7 @@ import time
 from pipeline import vertex
 from pipeline.artifacts import (MODEL, PREDICTIONS, PREPROC, STAGE_ORDER, StageInputError,
                                 check_stage_inputs, exists, join, stage_dir)
-from pipeline.cli import DEFAULT_OUTPUT_DIR, add_shared_args
+from pipeline.cli import DEFAULT_OUTPUT_DIR, LOG_FORMAT, add_shared_args
 
 log = logging.getLogger("pipeline.run")
 
@@ -246,7 +246,7 @@ def finish(args: argparse.Namespace, summaries: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Returns the process exit code: 0 ok, 1 stage failure, 2 bad flags or missing inputs."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     tf_logger = logging.getLogger("tensorflow")
     if tf_logger.handlers:  # TF has its own handler: without this every TF line prints twice
         tf_logger.propagate = False

@@ -29,6 +29,8 @@ import random
 import time
 from collections.abc import Iterable, Iterator
 
+from pipeline.cli import LOG_FORMAT
+
 # the committed sample `make demo` reads by default
 SAMPLE_PATH = str(pathlib.Path(__file__).resolve().parent / "data" / "ga_sessions_sample.ndjson.gz")
 CATEGORIES = ("politics", "world", "business", "technology", "science", "sports", "culture",
@@ -254,7 +256,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ecommerce_rate", type=float, default=0.03)
     parser.add_argument("--output", default=SAMPLE_PATH, help=".ndjson or .ndjson.gz")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     started = time.monotonic()
     count = write_sessions(generate_sessions(args.visitors, args.articles, args.seed,
                                              ecommerce_rate=args.ecommerce_rate), args.output)

@@ -39,6 +39,7 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 from tensorflow.python.framework import config as tf_config
 
+from pipeline import cli
 from pipeline.artifacts import join, read_json, write_json, write_npy
 from trainer import input as wals_input
 from trainer import metrics, wals
@@ -323,18 +324,14 @@ def evaluate_model(row_factors: np.ndarray, col_factors: np.ndarray,
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of `python -m trainer.task`: paths, the driver's shared flags, the trainer's own."""
-    from pipeline.cli import add_shared_args  # the driver's shared flags, same defaults
-    parser = argparse.ArgumentParser(prog="python -m trainer.task", description=__doc__.splitlines()[0])
-    parser.add_argument("--input_dir", required=True, help="preproc dir (preprocess output).")
-    parser.add_argument("--output_dir", required=True, help="model dir to write.")
-    add_shared_args(parser)
-    add_args(parser)
-    return parser
+    return cli.stage_parser("python -m trainer.task", __doc__.splitlines()[0],
+                            {"--input_dir": "preproc dir (preprocess output).",
+                             "--output_dir": "model dir to write."}, add_args)
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.basicConfig(level=logging.INFO, format=cli.LOG_FORMAT)
     try:
         summary = run(args)
     except ValueError as err:
