@@ -72,7 +72,11 @@ def top_k_unseen(scores: np.ndarray, seen_rows: np.ndarray, seen_cols: np.ndarra
 
 
 def ranking_scores(hits: np.ndarray, n_held: np.ndarray, k: int) -> dict[str, np.ndarray]:
-    """Per-user precision/recall/AP/NDCG from the 0/1 hit matrix [U, k] (rank order)."""
+    """Per-user precision/recall/AP/NDCG from the 0/1 hit matrix [U, k] (rank order).
+
+    k is the list length actually recommended: callers cap it at the catalog size, so a k above
+    the number of items does not count impossible slots as misses.
+    """
     hits = hits.astype(np.float64)
     discounts = 1.0 / np.log2(np.arange(k) + 2.0)
     ideal = np.cumsum(discounts)[np.minimum(n_held, k) - 1]
