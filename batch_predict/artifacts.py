@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import time
 
 import numpy as np
 
 from pipeline.artifacts import (ITEMS_FOR_USER, USERS_FOR_ITEM, VOCAB_ITEMS, VOCAB_USERS,  # noqa: F401
-                                exists, join, read_json, read_npy, read_vocabulary, shards,
+                                absolute, exists, join, read_json, read_npy, read_vocabulary, shards,
                                 sparse_row_batches, vocab_path)
 
 log = logging.getLogger(__name__)
@@ -164,10 +163,6 @@ def read_factors(path: str) -> np.ndarray:
     return read_npy(path, missing=_missing_file).astype(np.float32, copy=False)
 
 
-def _same_dir(a: str, b: str) -> bool:
-    norm = (lambda p: p.rstrip("/") if "://" in p else os.path.abspath(p))
-    return norm(a) == norm(b)
-
 
 def load_artifacts(preproc_dir: str, model_dir: str, check_preproc_path: bool = True) -> Artifacts:
     """Loads and cross-checks model.json, factors, metadata.json and both vocabularies."""
@@ -184,8 +179,8 @@ def load_artifacts(preproc_dir: str, model_dir: str, check_preproc_path: bool = 
         if trained_on != this_run:
             problems.append(f"model was trained on another preprocess run (run_id {trained_on}) "
                             f"than the one in {preproc_dir} (run_id {this_run}); retrain")
-    elif check_preproc_path and model_info.get("preproc_dir") and not _same_dir(
-            model_info["preproc_dir"], preproc_dir):
+    elif (check_preproc_path and model_info.get("preproc_dir")
+          and absolute(model_info["preproc_dir"]) != absolute(preproc_dir)):
         problems.append(f"model was trained on {model_info['preproc_dir']}, not {preproc_dir} "
                         "(pass --ignore_preproc_path if the files were moved)")
     if row_factors.ndim != 2 or col_factors.ndim != 2 or row_factors.shape[1] != col_factors.shape[1]:

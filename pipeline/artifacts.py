@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import posixpath
 from typing import Callable, Iterator
 
@@ -34,6 +35,11 @@ class StageInputError(RuntimeError):
 def join(root: str, *parts: str) -> str:
     """Joins path parts with '/', which is right for local paths and gs:// alike."""
     return posixpath.join(root.rstrip("/") or "/", *parts) if root else posixpath.join(*parts)
+
+
+def absolute(path: str) -> str:
+    """A local path made absolute (without a trailing '/'); gs:// and other URLs as they are."""
+    return path.rstrip("/") if "://" in path else os.path.abspath(path)
 
 
 def stage_dir(root: str, folder: str) -> str:

@@ -32,12 +32,11 @@ from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 from tfx_bsl.public import tfxio
 from tfx_bsl.tfxio import tensor_representation_util
 
-from pipeline import artifacts, beam_runner, cli, examples, ga, sources
+from pipeline import artifacts, beam_runner, cli, examples, ga, sample, sources
 from transforms import preprocessing as pp
 
 LOG = logging.getLogger(__name__)
-DEFAULT_INPUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data",
-                             "ga_sessions_sample.ndjson.gz")
+DEFAULT_INPUT = sample.SAMPLE_PATH
 _VALUE_PASSTHROUGH = "value_passthrough"  # raw value carried past TFT to read back the median
 _MAX_ROWS_PER_RECORD_BATCH = 200_000
 
@@ -317,16 +316,13 @@ def _metadata(args, preproc: str, stats: dict, seconds: float) -> dict:
         "rating": {"median_value": stats.get("max_median_value"), "scale": args.rating_scale,
                    "min": stats.get("min_rating"), "max": stats.get("max_rating"),
                    "mean": stats.get("sum_rating", 0.0) / interactions if interactions else None},
-        "vocab_users": _absolute(vocab[pp.VOCAB_USERS]), "vocab_items": _absolute(vocab[pp.VOCAB_ITEMS]),
+        "vocab_users": artifacts.absolute(vocab[pp.VOCAB_USERS]),
+        "vocab_items": artifacts.absolute(vocab[pp.VOCAB_ITEMS]),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         # identifies this preprocess output wherever it is copied; the model records it
         "run_id": uuid.uuid4().hex,
         "seconds": round(seconds, 3),
     }
-
-
-def _absolute(path: str) -> str:
-    return path if "://" in path else os.path.abspath(path)
 
 
 def validate_args(args: argparse.Namespace) -> None:

@@ -30,7 +30,6 @@ import contextlib
 import datetime
 import json
 import logging
-import os
 import sys
 import time
 
@@ -40,7 +39,7 @@ from tensorflow.core.framework import summary_pb2
 from tensorflow.python.framework import config as tf_config
 
 from pipeline import cli
-from pipeline.artifacts import join, read_json, write_json, write_npy
+from pipeline.artifacts import absolute, join, read_json, write_json, write_npy
 from trainer import input as wals_input
 from trainer import metrics, wals
 
@@ -122,11 +121,6 @@ def prepare_model_dir(model_dir: str, config: dict, overwrite: bool) -> bool:
     return False
 
 
-def _absolute(path: str) -> str:
-    """Local paths made absolute (batch_predict compares them); URLs such as gs:// kept as is."""
-    return path if "://" in path else os.path.abspath(path)
-
-
 def _entry_weights(users, items, nitems, args) -> np.ndarray:
     counts = np.bincount(items, minlength=nitems)
     return wals.column_weights(counts, args.col_weights, args.feature_wt_factor,
@@ -167,7 +161,7 @@ def _run(args: argparse.Namespace, start: float) -> dict:
     matrix, metadata = wals_input.load_matrix(args.input_dir, args.batch_size)
     held = (metrics.split_holdout(matrix.users, args.eval_fraction, args.seed)
             if args.eval_fraction > 0 else np.zeros(matrix.nnz, bool))
-    preproc_dir = _absolute(args.input_dir)
+    preproc_dir = absolute(args.input_dir)
     config = {"hyperparameters": hyperparameters(args),
               # identity, not location: a copied run dir resumes, another preprocess run does not
               "input": {"preproc_run_id": metadata.get("run_id"), "nusers": matrix.nusers,
