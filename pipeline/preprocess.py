@@ -32,7 +32,7 @@ from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 from tfx_bsl.public import tfxio
 from tfx_bsl.tfxio import tensor_representation_util
 
-from pipeline import artifacts, beam_runner, cli, examples, ga, sample, sources
+from pipeline import artifacts, beam_runner, cli, columnar, examples, ga, sample, sources
 from transforms import preprocessing as pp
 
 LOG = logging.getLogger(__name__)
@@ -78,20 +78,15 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                    help="rating = min(scale * value / median, 1)")
     g.add_argument("--max_rejected_fraction", type=float, default=0.1,
                    help="Fail (after writing rejects) when rejected/input rows exceeds this.")
+    g.add_argument("--vocabulary_analyzer", choices=pp.VOCABULARY_ANALYZERS, default="batched",
+                   help="TFT analyzer computing vocab_users / vocab_items; both write the same "
+                        "files. batched: whole column batches (faster); tft: the stock "
+                        "tft.compute_and_apply_vocabulary (one Beam element per distinct id).")
     g.add_argument("--group_shards", type=int, default=8,
                    help="Hash shards for the two shuffles (raise it for big Dataflow jobs).")
 
 
 # --- columnar helpers -------------------------------------------------------------------------
-
-def _shard_indices(shard: np.ndarray):
-    """Yields (shard, row indices) with one stable sort, no per-row Python."""
-    order = np.argsort(shard, kind="stable")
-    cuts = np.flatnonzero(np.diff(shard[order])) + 1
-    for rows in np.split(order, cuts):
-        if len(rows):
-            yield int(shard[rows[0]]), rows
-
 
 def _list_column(values: pa.Array) -> pa.ListArray:
     """A dense scalar feature as TFXIO wants it: one-element lists, built without Python loops."""
@@ -106,33 +101,10 @@ RAW_ARROW_SCHEMA = pa.schema([
 
 # --- stage 1: sum per (visitor, content) -------------------------------------------------------
 
-def id_shards(ids: pa.Array, num_shards: int) -> np.ndarray:
-    """Shard (0..num_shards-1) of each binary id: a polynomial hash of its bytes mod 2^32, mixed,
-    computed on arrow's buffers without making a Python object per id. Stable across processes
-    and machines (no per-process hash seed), as a shuffle key must be."""
-    offsets = np.frombuffer(ids.buffers()[1], np.int32)[ids.offset:ids.offset + len(ids) + 1]
-    data = ids.buffers()[2]
-    data = np.frombuffer(data, np.uint8) if data is not None else np.empty(0, np.uint8)
-    data = data[offsets[0]:offsets[-1]]
-    starts, lengths = offsets[:-1] - offsets[0], np.diff(offsets)
-    hashes = np.zeros(len(ids), np.uint32)
-    if len(data):
-        powers = np.cumprod(np.full(int(lengths.max()), 16777619, np.uint32))  # wraps mod 2^32
-        position = np.arange(len(data), dtype=np.int32) - np.repeat(starts, lengths)
-        nonempty = lengths > 0
-        hashes[nonempty] = np.add.reduceat(powers[position] * data, starts[nonempty], dtype=np.uint32)
-    hashes ^= hashes >> np.uint32(16)  # murmur3 finaliser: the low bits depend on every byte
-    hashes *= np.uint32(0x85EBCA6B)
-    hashes ^= hashes >> np.uint32(13)
-    hashes *= np.uint32(0xC2B2AE35)
-    hashes ^= hashes >> np.uint32(16)
-    return (hashes % np.uint32(num_shards)).astype(np.int64)
-
-
 def _shard_row_batch(batch: pa.RecordBatch, num_shards: int):
     # Shard by visitor: every (visitor, content) pair lands whole in one shard.
-    shard = id_shards(batch.column(pp.VISITOR_ID), num_shards)
-    for shard_id, rows in _shard_indices(shard):
+    shard = columnar.id_shards(batch.column(pp.VISITOR_ID), num_shards)
+    for shard_id, rows in columnar.shard_indices(shard):
         yield shard_id, batch.take(rows)
 
 
@@ -179,7 +151,7 @@ def _transformed_columns(transformed) -> dict[str, np.ndarray]:
 
 
 def _shard_by_key(columns: dict, key: str, num_shards: int):
-    for shard_id, rows in _shard_indices(columns[key] % num_shards):
+    for shard_id, rows in columnar.shard_indices(columns[key] % num_shards):
         yield shard_id, {name: values[rows] for name, values in columns.items()}
 
 
@@ -256,7 +228,9 @@ def build_pipeline(pipeline: beam.Pipeline, source: beam.PTransform, args, prepr
         (transformed, _), transform_fn = (
             (raw_batches, adapter_config)
             | "AnalyzeAndTransform" >> tft_beam.AnalyzeAndTransformDataset(
-                pp.make_preprocessing_fn(args.rating_scale), output_record_batches=True))
+                pp.make_preprocessing_fn(args.rating_scale, args.vocabulary_analyzer,
+                                         args.group_shards),
+                output_record_batches=True))
         _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(preproc)
         _ = (dataset_metadata.DatasetMetadata(raw_schema)
              | "WriteRawMetadata" >> tft_beam.WriteMetadata(

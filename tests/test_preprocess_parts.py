@@ -8,7 +8,7 @@ from apache_beam.options.pipeline_options import DirectOptions, StandardOptions,
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline import beam_runner, examples, preprocess, sources, sql, textio
+from pipeline import beam_runner, columnar, examples, preprocess, sources, sql, textio
 from transforms import preprocessing as pp
 from tests.preprocess_fixtures import stage_args
 
@@ -156,10 +156,10 @@ def test_serialized_examples_decode_to_each_keys_sorted_row():
 def test_id_shards_are_stable_per_id_and_in_range():
     ids = [f"visitor-{n % 97}".encode() for n in range(1000)] + [b"", "é".encode()]
     array = pa.array(ids, pa.binary())
-    shards = preprocess.id_shards(array, 8)
+    shards = columnar.id_shards(array, 8)
     assert shards.min() >= 0 and shards.max() < 8 and len(set(shards.tolist())) == 8
     by_id = {}
     for id_, shard in zip(ids, shards.tolist()):
         assert by_id.setdefault(id_, shard) == shard  # one id, one shard
-    sliced = preprocess.id_shards(array.slice(500, 300), 8)  # a slice hashes its own bytes only
+    sliced = columnar.id_shards(array.slice(500, 300), 8)  # a slice hashes its own bytes only
     assert sliced.tolist() == shards[500:800].tolist()
