@@ -327,9 +327,11 @@ def run(args, beam_argv: list[str]) -> dict:
     preproc = artifacts.stage_dir(args.output_dir, artifacts.PREPROC)
     args = with_default_input(args)
     source = sources.source_transform(args)  # validates flags and headers before touching the output
-    prepare_output_dir(preproc, args.overwrite)
     options = beam_runner.pipeline_options(
         beam_argv, input_size=0 if args.source == "bigquery" else beam_runner.input_bytes(args.input))
+    if args.source == "bigquery":
+        sources.check_bigquery_ready(options)
+    prepare_output_dir(preproc, args.overwrite)
     temp_dir = artifacts.join(args.output_dir, f"_tmp_preprocess_{uuid.uuid4().hex[:8]}")
     LOG.info("preprocess: source=%s input=%s runner=%s", args.source,
              args.table if args.source == "bigquery" else args.input, beam_runner.describe(options))

@@ -1,4 +1,6 @@
 """Fast tests of the preprocess stage's parts: file ranges, headers, BigQuery wiring, runner choice."""
+import json
+
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
@@ -163,3 +165,33 @@ def test_id_shards_are_stable_per_id_and_in_range():
         assert by_id.setdefault(id_, shard) == shard  # one id, one shard
     sliced = columnar.id_shards(array.slice(500, 300), 8)  # a slice hashes its own bytes only
     assert sliced.tolist() == shards[500:800].tolist()
+
+
+@pytest.fixture
+def no_google_credentials(tmp_path, monkeypatch):
+    for name in ("GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT", "GCLOUD_PROJECT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "gcloud"))  # no gcloud login here
+    monkeypatch.setenv("NO_GCE_CHECK", "True")  # not on GCE: do not probe the metadata server
+    return tmp_path
+
+
+def test_bigquery_source_fails_fast_with_what_is_missing(no_google_credentials, monkeypatch):
+    tmp = no_google_credentials
+    argv = ["--source", "bigquery", "--table", "my-project.123456789.ga_sessions_*"]
+    for beam_argv, message in (([], "--temp_location=gs://"),
+                               (["--temp_location=/tmp/x"], "--temp_location=gs://"),
+                               (["--temp_location=gs://b/tmp"], "needs Google Cloud credentials")):
+        with pytest.raises(ValueError, match=message):
+            preprocess.run(stage_args(tmp / "out", *argv), beam_argv)
+    assert not (tmp / "out").exists()  # refused before touching the output
+    # credentials without a project: the query job needs one
+    key = tmp / "user.json"
+    key.write_text(json.dumps({"type": "authorized_user", "client_id": "c", "client_secret": "s",
+                               "refresh_token": "r"}))
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key))
+    options = beam_runner.pipeline_options(["--temp_location=gs://b/tmp"])
+    with pytest.raises(ValueError, match="--project=PROJECT"):
+        sources.check_bigquery_ready(options)
+    sources.check_bigquery_ready(beam_runner.pipeline_options(["--temp_location=gs://b/tmp",
+                                                               "--project=my-project"]))
