@@ -5,8 +5,9 @@
 
 Same data, same seeded 80/20 per-user split (trainer.metrics.split_holdout), ratings scaled as
 the pipeline does (min(0.3 · rating / median, 1)), every model scored by the same
-trainer.metrics.evaluate (seen items excluded, k = 10). Speed: our epoch vs one `implicit`
-iteration at the same k, same number of iterations, same thread count, measured in the same
+trainer.metrics.evaluate (seen items excluded, k = 10). Speed: our epoch (exact solver, and the
+optional CG solver with 3 steps) vs one `implicit` iteration (its CG default and its exact
+use_cg=False) at the same k, same number of iterations, same thread count, measured in the same
 process (ratios are meaningful on a busy machine; absolute seconds are not). Quality: ours
 with the trainer's default flags vs the best of a grid over implicit's factors,
 regularization and alpha. --tune also runs a small grid over our own hyperparameters (how the
@@ -59,18 +60,21 @@ def default_args(**overrides) -> argparse.Namespace:
     return args
 
 
-def fit_ours(train, nusers, nitems, args):
+def fit_ours(train, nusers, nitems, args, solver_name=None):
+    """Our trainer's solver with args' hyperparameters; solver_name overrides args.solver."""
     users, items, ratings = train
     counts = np.bincount(items, minlength=nitems)
     weights = wals.column_weights(counts, args.col_weights, args.feature_wt_factor,
                                   args.feature_wt_exp)[items]
-    solver = wals.WALS(users, items, ratings, nusers, nitems, args.n_embeds,
-                       args.regularization, args.unobserved_weight, weights, args.seed,
-                       max_rows=args.batch_size, max_entries=args.batch_entries)
-    solver.epoch()  # warm-up: traces the tf.functions (not counted, like implicit's JIT-free C)
-    solver = wals.WALS(users, items, ratings, nusers, nitems, args.n_embeds,
-                       args.regularization, args.unobserved_weight, weights, args.seed,
-                       max_rows=args.batch_size, max_entries=args.batch_entries)
+
+    def build():
+        return wals.WALS(users, items, ratings, nusers, nitems, args.n_embeds,
+                         args.regularization, args.unobserved_weight, weights, args.seed,
+                         max_rows=args.batch_size, max_entries=args.batch_entries,
+                         solver=solver_name or args.solver, cg_steps=args.cg_steps)
+
+    build().epoch()  # warm-up: traces the tf.functions (not counted, like implicit's JIT-free C)
+    solver = build()
     seconds = []
     for _ in range(args.epochs):
         tick = time.perf_counter()
@@ -97,29 +101,34 @@ def fit_implicit(train, nusers, nitems, factors, regularization, alpha, iteratio
 
 
 def speed(train, nusers, nitems, args, opts) -> dict:
-    """Our epoch vs one implicit iteration at the same k, iterations and threads.
+    """Our epoch (exact and CG solvers) vs one implicit iteration at the same k, iterations, threads.
 
-    implicit is timed twice: its default (3 conjugate-gradient steps per row, approximate) and
-    use_cg=False (an exact Cholesky solve per row, the same work as ours). Rounds alternate so
-    all see the same background load; the best round of each (the least disturbed) is compared.
+    implicit is timed twice: its default (conjugate gradient, 3 steps per row, approximate) and
+    use_cg=False (an exact Cholesky solve per row, the same work as our exact solver). Ours CG
+    uses 3 steps too (like for like with implicit's CG). Rounds alternate so all see the same
+    background load; the best round of each (the least disturbed) is compared.
     """
-    ours, theirs, theirs_exact = [], [], []
+    times = {"ours_exact": [], "ours_cg": [], "implicit_cg": [], "implicit_exact": []}
     for _ in range(opts.rounds):
-        ours.append(float(np.median(fit_ours(train, nusers, nitems, args)[2])))
-        for use_cg, times in ((True, theirs), (False, theirs_exact)):
-            times.append(fit_implicit(train, nusers, nitems, args.n_embeds, 1.0, 10.0, args.epochs,
-                                      opts.threads, opts.seed, use_cg=use_cg)[2])
-    ratio, ratio_exact = min(ours) / min(theirs), min(ours) / min(theirs_exact)
+        for name in ("exact", "cg"):
+            times[f"ours_{name}"].append(
+                float(np.median(fit_ours(train, nusers, nitems, args, name)[2])))
+        for use_cg, name in ((True, "implicit_cg"), (False, "implicit_exact")):
+            times[name].append(fit_implicit(train, nusers, nitems, args.n_embeds, 1.0, 10.0,
+                                            args.epochs, opts.threads, opts.seed,
+                                            use_cg=use_cg)[2])
+    best = {name: min(values) for name, values in times.items()}
+    ratios = {"ours_exact/implicit_cg": best["ours_exact"] / best["implicit_cg"],
+              "ours_exact/implicit_exact": best["ours_exact"] / best["implicit_exact"],
+              "ours_cg/implicit_cg": best["ours_cg"] / best["implicit_cg"]}
     print(f"speed at k={args.n_embeds}, {args.epochs} iterations, {opts.threads} threads, best of "
-          f"{opts.rounds} rounds: ours {min(ours) * 1e3:.1f} ms/epoch, implicit (CG) "
-          f"{min(theirs) * 1e3:.1f} ms/iteration, ratio {ratio:.2f}x; implicit exact (use_cg=False) "
-          f"{min(theirs_exact) * 1e3:.1f} ms/iteration, ratio {ratio_exact:.2f}x (rounds ms: ours "
-          f"{[round(x * 1e3, 1) for x in ours]}, CG {[round(x * 1e3, 1) for x in theirs]}, "
-          f"exact {[round(x * 1e3, 1) for x in theirs_exact]})")
+          f"{opts.rounds} rounds (ms per epoch/iteration): "
+          + ", ".join(f"{name} {value * 1e3:.1f}" for name, value in best.items()) + "; ratios "
+          + ", ".join(f"{name} {value:.2f}x" for name, value in ratios.items())
+          + " (rounds ms: " + "; ".join(f"{name} {[round(x * 1e3, 1) for x in values]}"
+                                        for name, values in times.items()) + ")")
     return {"k": args.n_embeds, "iterations": args.epochs, "threads": opts.threads,
-            "wals_epoch_seconds_per_round": ours, "implicit_iteration_seconds_per_round": theirs,
-            "implicit_exact_iteration_seconds_per_round": theirs_exact,
-            "ratio_wals_over_implicit": ratio, "ratio_wals_over_implicit_exact": ratio_exact}
+            "seconds_per_round": times, "best_seconds": best, "ratios": ratios}
 
 
 def score(row_factors, col_factors, train, test, nusers, nitems):
@@ -132,6 +141,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--ratings", default=RATINGS)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--intra_op_threads", type=int,
+                        help="TF intra-op threads (default: --threads; TF's inter-op pool always "
+                             "gets --threads). 1 parallelises only across independent row "
+                             "batches, as implicit parallelises across rows with BLAS pinned "
+                             "to 1 thread; measured faster for both our solvers on 2 cores.")
     parser.add_argument("--rounds", type=int, default=3, help="Alternating speed rounds.")
     parser.add_argument("--tune", action="store_true", help="Also grid-search our flags.")
     parser.add_argument("--speed_only", action="store_true",
@@ -140,7 +154,7 @@ def main(argv=None) -> dict:
     opts = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     import tensorflow as tf
-    tf.config.threading.set_intra_op_parallelism_threads(opts.threads)
+    tf.config.threading.set_intra_op_parallelism_threads(opts.intra_op_threads or opts.threads)
     tf.config.threading.set_inter_op_parallelism_threads(opts.threads)
 
     users, items, ratings, nusers, nitems = load_ratings(opts.ratings)
@@ -148,7 +162,8 @@ def main(argv=None) -> dict:
     train = (users[~held], items[~held], ratings[~held])
     test = (users[held], items[held])
     print(f"data: {users.size} ratings, {nusers} users, {nitems} items; "
-          f"{(~held).sum()} train / {held.sum()} held out; threads={opts.threads}")
+          f"{(~held).sum()} train / {held.sum()} held out; threads={opts.threads} "
+          f"(TF intra-op {opts.intra_op_threads or opts.threads}, inter-op {opts.threads})")
     results = {"data": {"ratings": int(users.size), "nusers": nusers, "nitems": nitems}}
 
     ours = default_args(seed=opts.seed)
@@ -159,6 +174,9 @@ def main(argv=None) -> dict:
     row_f, col_f, ours_seconds = fit_ours(train, nusers, nitems, ours)
     results["wals"] = {**score(row_f, col_f, train, test, nusers, nitems),
                        "epoch_seconds": ours_seconds, "hyperparameters": task.hyperparameters(ours)}
+    row_f, col_f, cg_seconds = fit_ours(train, nusers, nitems, ours, "cg")
+    results["wals_cg"] = {**score(row_f, col_f, train, test, nusers, nitems),
+                          "epoch_seconds": cg_seconds, "cg_steps": ours.cg_steps}
     results["speed"] = [speed(train, nusers, nitems, default_args(seed=opts.seed, n_embeds=k),
                               opts) for k in sorted({SPEED_K, ours.n_embeds})]
 
@@ -185,7 +203,9 @@ def main(argv=None) -> dict:
             print("tune", dict(zip(OUR_GRID, values)),
                   f"ndcg@{K}={tuned[-1][f'ndcg@{K}']:.4f} map@{K}={tuned[-1][f'map@{K}']:.4f}")
         results["wals_grid"] = tuned
-    for name, row in (("wals (defaults)", results["wals"]), ("implicit (best of grid)", best),
+    for name, row in (("wals (defaults)", results["wals"]),
+                      ("wals (defaults, solver cg)", results["wals_cg"]),
+                      ("implicit (best of grid)", best),
                       ("popularity", results["popularity"])):
         print(f"{name:26s} ndcg@{K}={row[f'ndcg@{K}']:.4f} map@{K}={row[f'map@{K}']:.4f} "
               f"precision@{K}={row[f'precision@{K}']:.4f} recall@{K}={row[f'recall@{K}']:.4f} "

@@ -1,4 +1,6 @@
 """WALS math against a direct dense NumPy treatment of the same objective (small matrices)."""
+import json
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -41,16 +43,22 @@ def dense_row_solve(fixed, weight, ratings):
     return out
 
 
-def make_solver(users, items, ratings, col_weight, nusers, nitems, **kwargs):
-    return wals.WALS(users, items, ratings[users, items].astype(np.float32), nusers, nitems, K,
+def make_solver(users, items, ratings, col_weight, nusers, nitems, k=K, **kwargs):
+    return wals.WALS(users, items, ratings[users, items].astype(np.float32), nusers, nitems, k,
                      LAMBDA, W0, col_weight[items].astype(np.float32), seed=7, **kwargs)
 
 
+# CG in the whitened basis reaches the exact solution of a k-dim system in k steps (exact
+# arithmetic), so cg_steps=K must pass the same closed-form check as the exact solver.
+SOLVERS = [{}, {"solver": "cg", "cg_steps": K}]
+
+
+@pytest.mark.parametrize("solver", SOLVERS, ids=["exact", "cg"])
 @pytest.mark.parametrize("max_rows,max_entries", [(4096, 1 << 17), (2, 6)])
-def test_half_steps_match_dense_closed_form(max_rows, max_entries):
+def test_half_steps_match_dense_closed_form(max_rows, max_entries, solver):
     observed, ratings, col_weight, users, items = dense_problem()
     solver = make_solver(users, items, ratings, col_weight, *observed.shape,
-                         max_rows=max_rows, max_entries=max_entries)
+                         max_rows=max_rows, max_entries=max_entries, **solver)
     v0 = solver.col_factors.numpy().astype(np.float64)
     loss = solver.epoch()
     u1 = solver.row_factors.numpy().astype(np.float64)
@@ -79,6 +87,72 @@ def test_loss_decreases_monotonically_and_batching_does_not_change_results(monke
     assert all(b <= a * (1 + 1e-6) for a, b in zip(losses, losses[1:])), losses
     assert losses[-1] < losses[0]
     np.testing.assert_allclose(fine.row_factors.numpy(), coarse.row_factors.numpy(), atol=1e-4)
+
+
+@pytest.mark.parametrize("solver", SOLVERS, ids=["exact", "cg"])
+def test_single_factor_matches_closed_form(solver):
+    observed, ratings, col_weight, users, items = dense_problem(seed=2)
+    one = make_solver(users, items, ratings, col_weight, *observed.shape, k=1, **solver)
+    v0 = one.col_factors.numpy().astype(np.float64)
+    one.epoch()
+    weight = dense_weights(observed, col_weight)
+    np.testing.assert_allclose(one.row_factors.numpy(), dense_row_solve(v0, weight, ratings),
+                               atol=1e-5, rtol=1e-4)
+
+
+def test_cg_at_large_k_uses_larger_batches_and_matches_closed_form():
+    """k >= CG_LARGE_BATCH_MIN_K doubles the CG batch budget; rows still come out exact: with
+    at most L ratings, I + ZᵀS²Z has at most L + 1 distinct eigenvalues, so L + 1 steps solve it."""
+    observed, ratings, col_weight, users, items = dense_problem(seed=5)
+    k, budget = wals.CG_LARGE_BATCH_MIN_K, dict(max_rows=2, max_entries=6)
+    cg = make_solver(users, items, ratings, col_weight, *observed.shape, k=k, solver="cg",
+                     cg_steps=observed.shape[0] + 1, **budget)
+    exact = make_solver(users, items, ratings, col_weight, *observed.shape, k=k, **budget)
+    assert len(cg.item_side.cols) < len(exact.item_side.cols)
+    v0 = cg.col_factors.numpy().astype(np.float64)
+    cg.epoch()
+    np.testing.assert_allclose(cg.row_factors.numpy(),
+                               dense_row_solve(v0, dense_weights(observed, col_weight), ratings),
+                               atol=1e-4, rtol=1e-4)
+
+
+def test_cg_error_shrinks_with_steps_towards_the_exact_half_step():
+    observed, ratings, col_weight, users, items = dense_problem(seed=4, nusers=40, nitems=30,
+                                                                density=0.5)
+    k = 8
+    exact = make_solver(users, items, ratings, col_weight, *observed.shape, k=k)
+    exact.epoch()
+    errors = []
+    for steps in (1, 2, 4, 8):
+        cg = make_solver(users, items, ratings, col_weight, *observed.shape, k=k, solver="cg",
+                         cg_steps=steps)
+        cg.epoch()
+        errors.append(np.abs(cg.col_factors.numpy() - exact.col_factors.numpy()).max())
+    assert errors[0] > 1e-3, errors                       # one step is visibly approximate
+    assert all(b < a for a, b in zip(errors, errors[1:])), errors
+    assert errors[-1] < 1e-4, errors
+
+
+def test_cg_is_deterministic_and_decreases_the_loss():
+    observed, ratings, col_weight, users, items = dense_problem(seed=1, nusers=30, nitems=20,
+                                                                density=0.3)
+    runs = []
+    for _ in range(2):
+        cg = make_solver(users, items, ratings, col_weight, *observed.shape, solver="cg",
+                         cg_steps=2, max_rows=3, max_entries=8)
+        runs.append(([cg.epoch() for _ in range(6)], cg.row_factors.numpy()))
+    losses = runs[0][0]
+    assert losses == runs[1][0]
+    np.testing.assert_array_equal(runs[0][1], runs[1][1])
+    assert all(b <= a * (1 + 1e-6) for a, b in zip(losses, losses[1:])), losses
+
+
+def test_rejects_unknown_solver_and_zero_cg_steps():
+    observed, ratings, col_weight, users, items = dense_problem()
+    with pytest.raises(ValueError, match="solver"):
+        make_solver(users, items, ratings, col_weight, *observed.shape, solver="lu")
+    with pytest.raises(ValueError, match="cg_steps"):
+        make_solver(users, items, ratings, col_weight, *observed.shape, solver="cg", cg_steps=0)
 
 
 def test_short_row_woodbury_path_equals_direct_cholesky():
@@ -112,3 +186,25 @@ def test_rejects_non_positive_regularization():
     with pytest.raises(ValueError, match="regularization"):
         wals.WALS(users, items, ratings[users, items], *observed.shape, K, 0.0, W0,
                   col_weight[items], seed=1)
+
+
+def test_trainer_solver_flags_reach_the_solver(tmp_path):
+    """--solver cg with k steps (exact in k-dim) matches --solver exact; 1 step does not."""
+    from tests.trainer_fixtures import random_matrix, train_args, write_preproc
+    from trainer import task
+    nusers, nitems, k = 40, 30, 5
+    preproc = write_preproc(str(tmp_path / "preproc"), *random_matrix(nusers, nitems, 0.2, seed=3),
+                            nusers, nitems)
+
+    def train(name, *flags):
+        task.run(train_args(preproc, str(tmp_path / name), "--n_embeds", str(k), "--epochs", "2",
+                            "--eval_fraction", "0", *flags))
+        hyper = json.load(open(tmp_path / name / "model.json"))["hyperparameters"]
+        return np.load(tmp_path / name / "col_factors.npy"), hyper
+
+    exact, exact_hyper = train("exact")
+    full_cg, cg_hyper = train("cg", "--solver", "cg", "--cg_steps", str(k))
+    one_step, _ = train("cg1", "--solver", "cg", "--cg_steps", "1")
+    assert (exact_hyper["solver"], cg_hyper["solver"], cg_hyper["cg_steps"]) == ("exact", "cg", k)
+    np.testing.assert_allclose(full_cg, exact, atol=1e-4)
+    assert np.abs(one_step - exact).max() > 1e-3
