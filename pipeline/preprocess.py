@@ -32,7 +32,7 @@ from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 from tfx_bsl.public import tfxio
 from tfx_bsl.tfxio import tensor_representation_util
 
-from pipeline import artifacts, beam_runner, cli, columnar, examples, ga, sample, sources
+from pipeline import artifacts, beam_runner, cli, columnar, examples, ga, sample, sources, sql
 from transforms import preprocessing as pp
 
 LOG = logging.getLogger(__name__)
@@ -330,7 +330,7 @@ def run(args, beam_argv: list[str]) -> dict:
     options = beam_runner.pipeline_options(
         beam_argv, input_size=0 if args.source == "bigquery" else beam_runner.input_bytes(args.input))
     if args.source == "bigquery":
-        sources.check_bigquery_ready(options)
+        sql.check_bigquery_ready(options)
     prepare_output_dir(preproc, args.overwrite)
     temp_dir = artifacts.join(args.output_dir, f"_tmp_preprocess_{uuid.uuid4().hex[:8]}")
     LOG.info("preprocess: source=%s input=%s runner=%s", args.source,

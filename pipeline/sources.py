@@ -384,27 +384,6 @@ class ReadBigQuery(beam.PTransform):
                 | "CheckRows" >> _ParseBatches(_parse_bigquery_rows, "bigquery"))
 
 
-def check_bigquery_ready(options) -> None:
-    """Fails fast, before anything runs, on what ReadFromBigQuery would otherwise hit later
-    (a query job needs credentials and a billing project; its result is exported through Cloud
-    Storage, so it needs a gs:// --temp_location)."""
-    import google.auth
-    from apache_beam.options.pipeline_options import GoogleCloudOptions
-    gcp = options.view_as(GoogleCloudOptions)
-    if not (gcp.temp_location or "").startswith("gs://"):
-        raise ValueError("--source bigquery exports the query result through Cloud Storage: pass "
-                         "--temp_location=gs://BUCKET/tmp")
-    try:
-        _, default_project = google.auth.default()
-    except google.auth.exceptions.DefaultCredentialsError as e:
-        raise ValueError("--source bigquery needs Google Cloud credentials: run `gcloud auth "
-                         "application-default login`, set GOOGLE_APPLICATION_CREDENTIALS to a key "
-                         f"file, or run on Google Cloud ({e})") from None
-    if not (gcp.project or default_project):
-        raise ValueError("--source bigquery needs a project to run the query job in: pass "
-                         "--project=PROJECT")
-
-
 def source_transform(args) -> beam.PTransform:
     """The reading PTransform for args.source (the seam tests use to check what would run)."""
     if args.source == "ga_export":

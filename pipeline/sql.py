@@ -13,6 +13,9 @@ Nothing from the command line reaches the SQL unchecked: the table name must mat
 project.dataset.table pattern, dates must be real YYYYMMDD dates, numbers are formatted from
 validated ints/floats. UNNEST elements are always aliased (`UNNEST(s.hits) AS h`) so the text
 also transpiles (sqlglot, BigQuery -> DuckDB) for the local execution check.
+
+`check_bigquery_ready` is the stage's up-front check of what running the query needs (credentials,
+a project, a gs:// temp location), so a misconfigured run fails before it starts.
 """
 from __future__ import annotations
 
@@ -180,3 +183,24 @@ WHERE session_rejected = 0
 GROUP BY visitorId, contentId
 HAVING SUM(score) > 0
 """
+
+
+def check_bigquery_ready(options) -> None:
+    """Fails fast, before anything runs, on what ReadFromBigQuery would otherwise hit later
+    (a query job needs credentials and a billing project; its result is exported through Cloud
+    Storage, so it needs a gs:// --temp_location)."""
+    import google.auth
+    from apache_beam.options.pipeline_options import GoogleCloudOptions
+    gcp = options.view_as(GoogleCloudOptions)
+    if not (gcp.temp_location or "").startswith("gs://"):
+        raise ValueError("--source bigquery exports the query result through Cloud Storage: pass "
+                         "--temp_location=gs://BUCKET/tmp")
+    try:
+        _, default_project = google.auth.default()
+    except google.auth.exceptions.DefaultCredentialsError as e:
+        raise ValueError("--source bigquery needs Google Cloud credentials: run `gcloud auth "
+                         "application-default login`, set GOOGLE_APPLICATION_CREDENTIALS to a key "
+                         f"file, or run on Google Cloud ({e})") from None
+    if not (gcp.project or default_project):
+        raise ValueError("--source bigquery needs a project to run the query job in: pass "
+                         "--project=PROJECT")

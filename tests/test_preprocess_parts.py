@@ -192,6 +192,6 @@ def test_bigquery_source_fails_fast_with_what_is_missing(no_google_credentials, 
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key))
     options = beam_runner.pipeline_options(["--temp_location=gs://b/tmp"])
     with pytest.raises(ValueError, match="--project=PROJECT"):
-        sources.check_bigquery_ready(options)
-    sources.check_bigquery_ready(beam_runner.pipeline_options(["--temp_location=gs://b/tmp",
+        sql.check_bigquery_ready(options)
+    sql.check_bigquery_ready(beam_runner.pipeline_options(["--temp_location=gs://b/tmp",
                                                                "--project=my-project"]))
