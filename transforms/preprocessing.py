@@ -11,7 +11,7 @@ the (approximate, within epsilon in rank) median as its single boundary. `scale`
 the original course) is bound with `make_preprocessing_fn(scale)`.
 
 The vocabularies come from one of two TFT analyzers writing the same file (tested): `batched`
-(transforms/vocabulary.py, the default: whole column batches, ~5 s less at 100k users) or `tft`
+(transforms/vocabulary.py, the default: whole column batches, ~6 s less at 100k users) or `tft`
 (stock `tft.compute_and_apply_vocabulary`, one Beam element per token).
 """
 from __future__ import annotations

@@ -2,7 +2,7 @@
 per token.
 
 `tft.compute_and_apply_vocabulary` emits one Beam element per distinct token per batch and runs
-them through three per-key shuffles and a global sort; at 100k users that was ~5 of a ~12 s stage
+them through three per-key shuffles and a global sort; at 100k users that was ~6 of a ~12 s stage
 (measured, benchmarks/preprocess.py). This analyzer computes the same vocabulary file with whole
 column batches instead:
 
