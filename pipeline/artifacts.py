@@ -82,6 +82,14 @@ def write_npy(path: str, array: np.ndarray) -> None:
         np.save(f, array)
 
 
+def replace_dir(new: str, old: str) -> None:
+    """Puts folder `new` where folder `old` is, deleting `old` first (local or gs://; on GCS a
+    folder rename copies object by object, so it is not atomic there)."""
+    if tf.io.gfile.exists(old):
+        tf.io.gfile.rmtree(old)
+    tf.io.gfile.rename(new, old)
+
+
 def head_lines(pattern: str, n: int) -> list[str]:
     """The first n lines of the files matching pattern, in name order (fewer if they are shorter)."""
     lines: list[str] = []

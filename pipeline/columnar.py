@@ -19,6 +19,12 @@ def shard_indices(shard: np.ndarray):
             yield int(shard[rows[0]]), rows
 
 
+def list_column(values: pa.Array) -> pa.ListArray:
+    """A dense scalar feature as TFXIO wants it: one-element lists, built without Python loops."""
+    offsets = pa.array(np.arange(len(values) + 1, dtype=np.int32))
+    return pa.ListArray.from_arrays(offsets, values)
+
+
 def id_shards(ids: pa.Array, num_shards: int) -> np.ndarray:
     """Shard (0..num_shards-1) of each binary id: a polynomial hash of its bytes mod 2^32, mixed,
     computed on arrow's buffers without making a Python object per id. Stable across processes

@@ -86,14 +86,6 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                    help="Hash shards for the two shuffles (raise it for big Dataflow jobs).")
 
 
-# --- columnar helpers -------------------------------------------------------------------------
-
-def _list_column(values: pa.Array) -> pa.ListArray:
-    """A dense scalar feature as TFXIO wants it: one-element lists, built without Python loops."""
-    offsets = pa.array(np.arange(len(values) + 1, dtype=np.int32))
-    return pa.ListArray.from_arrays(offsets, values)
-
-
 RAW_ARROW_SCHEMA = pa.schema([
     (pp.VISITOR_ID, pa.list_(pa.binary())), (pp.CONTENT_ID, pa.list_(pa.binary())),
     (pp.VALUE, pa.list_(pa.float32())), (_VALUE_PASSTHROUGH, pa.list_(pa.float64()))])
@@ -122,8 +114,8 @@ def _sum_shard(shard_and_parts):
     for start in range(0, kept.num_rows, _MAX_ROWS_PER_RECORD_BATCH):
         part = slice(start, start + _MAX_ROWS_PER_RECORD_BATCH)
         yield pa.RecordBatch.from_arrays([
-            _list_column(visitors[part]), _list_column(contents[part]),
-            _list_column(values[part].cast(pa.float32())), _list_column(values[part])],
+            columnar.list_column(visitors[part]), columnar.list_column(contents[part]),
+            columnar.list_column(values[part].cast(pa.float32())), columnar.list_column(values[part])],
             schema=RAW_ARROW_SCHEMA)
 
 
@@ -251,8 +243,8 @@ def build_pipeline(pipeline: beam.Pipeline, source: beam.PTransform, args, prepr
                                                shard_name_template=""))
 
 
-def prepare_output_dir(preproc: str, overwrite: bool) -> None:
-    """Refuses a non-empty preproc dir unless overwrite, which deletes it first (no mixed shards)."""
+def check_output_dir(preproc: str, overwrite: bool) -> None:
+    """Refuses a non-empty preproc dir unless overwrite; deletes nothing yet (see `publish`)."""
     if tf.io.gfile.exists(preproc) and tf.io.gfile.listdir(preproc):
         if not overwrite:
             complete = tf.io.gfile.exists(artifacts.join(preproc, "metadata.json"))
@@ -260,13 +252,10 @@ def prepare_output_dir(preproc: str, overwrite: bool) -> None:
                 f"{preproc} is not empty" + ("" if complete else
                                              " (an interrupted or failed run: no metadata.json)")
                 + "; pass --overwrite to replace it entirely or choose another --output_dir")
-        LOG.info("--overwrite: deleting %s", preproc)
-        tf.io.gfile.rmtree(preproc)
-        # scratch folders of interrupted runs (a finished run removes its own)
+    if overwrite:  # scratch folders of interrupted or failed runs (a finished run removes its own)
         for stale in tf.io.gfile.glob(artifacts.join(os.path.dirname(preproc.rstrip("/")),
                                                      "_tmp_preprocess_*")):
             tf.io.gfile.rmtree(stale)
-    tf.io.gfile.makedirs(preproc)
 
 
 def _metadata(args, preproc: str, stats: dict, seconds: float) -> dict:
@@ -331,39 +320,55 @@ def run(args, beam_argv: list[str]) -> dict:
         beam_argv, input_size=0 if args.source == "bigquery" else beam_runner.input_bytes(args.input))
     if args.source == "bigquery":
         sql.check_bigquery_ready(options)
-    prepare_output_dir(preproc, args.overwrite)
-    temp_dir = artifacts.join(args.output_dir, f"_tmp_preprocess_{uuid.uuid4().hex[:8]}")
+    check_output_dir(preproc, args.overwrite)
+    # scratch: TFT's temp files, stats.json and the new output (staging) until it is published
+    scratch = artifacts.join(args.output_dir, f"_tmp_preprocess_{uuid.uuid4().hex[:8]}")
+    staging = artifacts.join(scratch, artifacts.PREPROC)
     LOG.info("preprocess: source=%s input=%s runner=%s", args.source,
              args.table if args.source == "bigquery" else args.input, beam_runner.describe(options))
     try:
+        tf.io.gfile.makedirs(staging)
         pipeline = beam.Pipeline(runner=beam_runner.runner_for(options), options=options)
-        build_pipeline(pipeline, source, args, preproc, temp_dir)
+        build_pipeline(pipeline, source, args, staging, artifacts.join(scratch, "tft"))
         pipeline_started = time.time()
         with beam_runner.without_state_cache():
             pipeline.run().wait_until_finish()
         LOG.info("preprocess: Beam+TFT pipeline finished in %.1f s", time.time() - pipeline_started)
-        with tf.io.gfile.GFile(artifacts.join(temp_dir, "stats.json")) as f:
+        with tf.io.gfile.GFile(artifacts.join(scratch, "tft", "stats.json")) as f:
             stats = json.load(f)
-    finally:
-        if tf.io.gfile.exists(temp_dir):
-            tf.io.gfile.rmtree(temp_dir)
-    return _finish(args, preproc, stats, time.time() - started)
+    except BaseException:
+        if tf.io.gfile.exists(scratch):
+            tf.io.gfile.rmtree(scratch)
+        raise
+    # a refused run keeps its scratch (its rejects) for the user; --overwrite clears it later
+    check_counts(args, staging, stats)
+    # the old output is deleted only now: a failed run leaves it as it was, never a mix
+    artifacts.replace_dir(staging, preproc)
+    tf.io.gfile.rmtree(scratch)
+    return _write_metadata(args, preproc, stats, time.time() - started)
 
 
-def _finish(args, preproc: str, stats: dict, seconds: float) -> dict:
-    """Checks the reject budget (rejects are already written), then writes metadata.json."""
+def check_counts(args, staging: str, stats: dict) -> None:
+    """Logs input = accepted + rejected; refuses (before publishing) an empty or over-rejected run."""
     input_rows, rejected = stats.get("input_rows", 0), stats.get("rejected_rows", 0)
     LOG.info("preprocess: %d input rows = %d accepted + %d rejected %s", input_rows,
              stats.get("accepted_rows", 0), rejected,
              {k.split(".", 1)[1]: v for k, v in stats.items() if k.startswith("rejected.")})
+    kept = f"; {artifacts.join(args.output_dir, artifacts.PREPROC)} was left as it was"
     if input_rows == 0:
         raise PreprocessError(f"no input rows read from {args.input if args.source != 'bigquery' else args.table}")
     if rejected > args.max_rejected_fraction * input_rows:
         raise PreprocessError(
             f"{rejected} of {input_rows} input rows rejected ({rejected / input_rows:.1%}), more than "
-            f"--max_rejected_fraction={args.max_rejected_fraction}; see {artifacts.join(preproc, 'rejected-*')}")
+            f"--max_rejected_fraction={args.max_rejected_fraction}; see "
+            f"{artifacts.join(staging, 'rejected-*')}{kept}")
     if not stats.get("rated_rows"):
-        raise PreprocessError("no interactions left after summing per (visitor, content); nothing to train on")
+        raise PreprocessError("no interactions left after summing per (visitor, content); nothing "
+                              f"to train on (rejects: {artifacts.join(staging, 'rejected-*')}){kept}")
+
+
+def _write_metadata(args, preproc: str, stats: dict, seconds: float) -> dict:
+    """Writes metadata.json last: its presence marks a complete preproc dir."""
     metadata = _metadata(args, preproc, stats, seconds)
     with tf.io.gfile.GFile(artifacts.join(preproc, "metadata.json"), "w") as f:
         json.dump(metadata, f, indent=2, sort_keys=True)

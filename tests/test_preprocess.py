@@ -6,6 +6,7 @@ that one run (Beam + TFT start-up is the slow part).
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 
@@ -216,15 +217,35 @@ def test_overwrite_replaces_the_whole_preproc_dir(ga_run):
 
 # --- failures --------------------------------------------------------------------------------------
 
+def _rejects_path(error: pytest.ExceptionInfo) -> str:
+    """The rejected-* pattern a refusal names (they stay in the run's scratch dir)."""
+    return re.search(r"see (\S+)/rejected-\*", str(error.value)).group(1)
+
+
 def test_too_many_rejects_fails_after_writing_them(tmp_path):
     path = write_lines(tmp_path / "i.csv", ["user_id,item_id,rating", "u1,i1,1", "u2,i1,2",
                                              "u3,,1", "u4,i1,-1", "u5,i1"])
-    with pytest.raises(preprocess.PreprocessError, match="max_rejected_fraction"):
+    with pytest.raises(preprocess.PreprocessError, match="max_rejected_fraction") as error:
         run_stage(tmp_path / "out", "--source", "interactions", "--input", path)
-    preproc = tmp_path / "out" / "preproc"
-    assert sorted(r["reason"] for r in read_rejects(str(preproc))) == [
+    assert sorted(r["reason"] for r in read_rejects(_rejects_path(error))) == [
         "empty_item_id", "rating_negative", "wrong_column_count"]
-    assert not (preproc / "metadata.json").exists()
+    assert not (tmp_path / "out" / "preproc").exists()  # nothing published
+
+
+def test_failed_overwrite_leaves_the_previous_output_as_it_was(tmp_path):
+    good = write_lines(tmp_path / "good.csv", ["user_id,item_id,rating", "u1,i1,1", "u2,i2,2"])
+    bad = write_lines(tmp_path / "bad.csv", ["user_id,item_id,rating", "u1,i1,1", "u3,,1", "u4,i1"])
+    out, preproc = tmp_path / "out", tmp_path / "out" / "preproc"
+    first = run_stage(out, "--source", "interactions", "--input", good)
+    before = {p.relative_to(preproc): p.read_bytes() for p in preproc.rglob("*") if p.is_file()}
+    with pytest.raises(preprocess.PreprocessError, match="was left as it was") as error:
+        run_stage(out, "--source", "interactions", "--input", bad, "--overwrite")
+    assert {p.relative_to(preproc): p.read_bytes() for p in preproc.rglob("*") if p.is_file()} == before
+    assert len(read_rejects(_rejects_path(error))) == 2
+    second = run_stage(out, "--source", "interactions", "--input", good, "--overwrite",
+                       "--rating_scale", "0.5")
+    assert second["run_id"] != first["run_id"] and second["rating"]["scale"] == 0.5
+    assert not [n for n in os.listdir(out) if n.startswith("_tmp")]  # the failed run's scratch too
 
 
 def test_refuses_non_empty_output_without_overwrite(tmp_path):
