@@ -188,11 +188,14 @@ HAVING SUM(score) > 0
 def check_bigquery_ready(options) -> None:
     """Fails fast, before anything runs, on what ReadFromBigQuery would otherwise hit later
     (a query job needs credentials and a billing project; its result is exported through Cloud
-    Storage, so it needs a gs:// --temp_location)."""
+    Storage, so a local run needs a gs:// --temp_location: Dataflow falls back to
+    --staging_location or its default bucket by itself)."""
     import google.auth
     from apache_beam.options.pipeline_options import GoogleCloudOptions
+
+    from pipeline import beam_runner
     gcp = options.view_as(GoogleCloudOptions)
-    if not (gcp.temp_location or "").startswith("gs://"):
+    if beam_runner.is_local(options) and not (gcp.temp_location or "").startswith("gs://"):
         raise ValueError("--source bigquery exports the query result through Cloud Storage: pass "
                          "--temp_location=gs://BUCKET/tmp")
     try:

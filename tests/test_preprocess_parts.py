@@ -181,7 +181,9 @@ def test_bigquery_source_fails_fast_with_what_is_missing(no_google_credentials, 
     argv = ["--source", "bigquery", "--table", "my-project.123456789.ga_sessions_*"]
     for beam_argv, message in (([], "--temp_location=gs://"),
                                (["--temp_location=/tmp/x"], "--temp_location=gs://"),
-                               (["--temp_location=gs://b/tmp"], "needs Google Cloud credentials")):
+                               (["--temp_location=gs://b/tmp"], "needs Google Cloud credentials"),
+                               # Dataflow finds a temp location itself (staging or default bucket)
+                               (["--runner=DataflowRunner"], "needs Google Cloud credentials")):
         with pytest.raises(ValueError, match=message):
             preprocess.run(stage_args(tmp / "out", *argv), beam_argv)
     assert not (tmp / "out").exists()  # refused before touching the output
