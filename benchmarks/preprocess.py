@@ -110,7 +110,7 @@ def timed_process(command: list[str]) -> tuple[float, float, str]:
         out.seek(0), err.seek(0)
         if child.returncode != 0:
             sys.stderr.write(err.read()[-5000:])
-            raise SystemExit(f"{command[2:4]} failed with exit code {child.returncode}")
+            raise SystemExit(f"{command[2]} failed with exit code {child.returncode}")
         return seconds, usage.ru_maxrss / 1024, out.read()
 
 

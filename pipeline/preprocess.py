@@ -244,7 +244,8 @@ def build_pipeline(pipeline: beam.Pipeline, source: beam.PTransform, args, prepr
 
 
 def check_output_dir(preproc: str, overwrite: bool) -> None:
-    """Refuses a non-empty preproc dir unless overwrite; deletes nothing yet (see `publish`)."""
+    """Refuses a non-empty preproc dir unless overwrite; deletes nothing yet: `run` replaces it
+    only once the new output is complete."""
     if tf.io.gfile.exists(preproc) and tf.io.gfile.listdir(preproc):
         if not overwrite:
             complete = tf.io.gfile.exists(artifacts.join(preproc, "metadata.json"))

@@ -15,7 +15,8 @@ validated ints/floats. UNNEST elements are always aliased (`UNNEST(s.hits) AS h`
 also transpiles (sqlglot, BigQuery -> DuckDB) for the local execution check.
 
 `check_bigquery_ready` is the stage's up-front check of what running the query needs (credentials,
-a project, a gs:// temp location), so a misconfigured run fails before it starts.
+a project, and for local runs a gs:// temp location), so a misconfigured run fails before it
+starts.
 """
 from __future__ import annotations
 

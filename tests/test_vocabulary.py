@@ -11,6 +11,7 @@ import random
 import pytest
 import tensorflow as tf
 
+from pipeline import preprocess
 from tests.preprocess_fixtures import decode_side, run_stage, write_lines
 from transforms import vocabulary
 
@@ -56,6 +57,17 @@ def test_examples_are_identical_to_stock_tft(both_runs):
         assert decode_side(runs["batched"][1], side) == decode_side(runs["tft"][1], side)
     keys = ("nusers", "nitems", "interactions", "input_rows", "rejected_rows")
     assert {k: runs["batched"][0][k] for k in keys} == {k: runs["tft"][0][k] for k in keys}
+
+
+def test_no_interactions_is_a_clear_refusal_not_a_crash(tmp_path):
+    # Every pair sums to 0, so the analyzer sees no ids at all: like tft.vocabulary it must still
+    # write a loadable file (an empty one fails TF's lookup-table init mid-run).
+    path = write_lines(tmp_path / "zero.csv", ["user_id,item_id,rating", "u1,i1,0", "u2,i2,0",
+                                               "u3,,1"])
+    with pytest.raises(preprocess.PreprocessError, match="no interactions left"):
+        run_stage(tmp_path / "out", "--source", "interactions", "--input", path,
+                  "--max_rejected_fraction", "0.5")
+    assert not (tmp_path / "out" / "preproc").exists()  # nothing published
 
 
 def test_empty_vocabulary_gets_tfts_placeholder_token(tmp_path):

@@ -73,7 +73,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--solver", choices=wals.SOLVERS, default="exact",
                        help="exact: every row's least squares solved exactly (default); cg: "
                             "--cg_steps conjugate-gradient steps per row, warm-started and "
-                            "preconditioned by the Gramian (approximate; ~2.5x faster at k=128).")
+                            "preconditioned by the Gramian (approximate; ~3x faster at k=128).")
     group.add_argument("--cg_steps", type=int, default=3,
                        help="CG steps per row and half-step with --solver cg.")
     group.add_argument("--eval_fraction", type=float, default=0.2,

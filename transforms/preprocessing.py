@@ -83,9 +83,6 @@ def make_preprocessing_fn(scale: float = DEFAULT_RATING_SCALE, vocabulary_analyz
     """preprocessing_fn with its options bound (TFT calls it with the inputs only)."""
     if not scale > 0:
         raise ValueError(f"--rating_scale must be > 0, got {scale}")
-    if vocabulary_analyzer not in VOCABULARY_ANALYZERS:
-        raise ValueError(f"unknown vocabulary analyzer {vocabulary_analyzer!r}; expected one of "
-                         f"{VOCABULARY_ANALYZERS}")
     return functools.partial(preprocessing_fn, scale=float(scale),
                              vocabulary_analyzer=vocabulary_analyzer, vocab_shards=int(vocab_shards))
 
