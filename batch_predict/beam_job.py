@@ -5,11 +5,14 @@ vocabularies from the model/preproc dirs themselves (DoFn.setup), so only ids tr
     <prefix>-* records --ParseSeen--> (row, seen ids) --KeyByBlock--> (block, row+seen)
     every block id 0..nblocks-1 (so rows without a record are still scored)
     --GroupByKey--> one element per block --TopKPerBlock--> output lines --> text shards
+    (every direction) --> counts + write completions --> CheckAndPublish
 
 Each block is computed by the same `Scorer.block` as the in-process path with the same block
 boundaries, so both paths give identical lines. Records that do not fit the model (ids out of
-range, duplicate rows) go to a dead-letter output with a reason; the caller refuses to publish
-outputs when there are any.
+range, duplicate rows) go to a dead-letter output with a reason. The job finishes itself: its
+last step refuses to publish when there are dead letters or missing rows, and otherwise
+publishes the staged folder (pipeline/publish.py), so the output does not depend on the
+launching process (a Flex Template launcher returns before the job runs).
 """
 from __future__ import annotations
 
@@ -21,7 +24,8 @@ import numpy as np
 
 from batch_predict import artifacts as art
 from batch_predict.outputs import scores_line, topk_line
-from batch_predict.topk import Scorer, recommendation_scorer
+from batch_predict.topk import recommendation_scorer
+from pipeline.artifacts import head_lines, join, write_json
 
 log = logging.getLogger(__name__)
 
@@ -122,35 +126,85 @@ class GroupIntoRowBlocks(beam.PTransform):
         return (keyed, markers) | "Union" >> beam.Flatten() | "GroupByBlock" >> beam.GroupByKey()
 
 
-def run_topk_job(spec: dict, beam_argv: list[str], staged_prefix: str,
-                 scores_prefix: str | None, rejected_prefix: str) -> dict[str, int]:
-    """Builds and runs the Beam job; outputs land as text shards under the staged prefixes.
-    Returns the job's counters: rows_scored, rows_with_seen, rejected.
+class TopK(beam.PTransform):
+    """One direction (spec): records -> top-k lines (and scores) under the staged folder.
 
-    spec: seen_pattern, nrows, ncols, block_size, top_k, write_scores, query_factors,
-    candidate_factors, candidate_counts (array), query_vocab, candidate_vocab.
+    Returns {"scored": n lines written, "rejected": n dead letters, "written": completion} as
+    PCollections, for the finishing step.
     """
-    from pipeline import beam_runner
 
-    options = beam_runner.pipeline_options(beam_argv, input_size=beam_runner.input_bytes(
-        spec["seen_pattern"]))
-    log.info("beam job on %s", beam_runner.describe(options))
-    pipeline = beam.Pipeline(runner=beam_runner.runner_for(options), options=options)
-    seen = pipeline | "ReadSeen" >> ReadSeen(spec["seen_pattern"], spec["nrows"], spec["ncols"])
-    results = (seen.seen
-               | "GroupIntoRowBlocks" >> GroupIntoRowBlocks(spec["nrows"], spec["block_size"])
-               | "TopKPerBlock" >> beam.ParDo(TopKPerBlockFn(spec))
-               .with_outputs(REJECTED, "scores", main="lines"))
-    _ = results.lines | "WriteLines" >> beam.io.WriteToText(staged_prefix)
-    if scores_prefix:
-        _ = results.scores | "WriteScores" >> beam.io.WriteToText(
-            scores_prefix, file_name_suffix=".jsonl")
-    _ = ((seen[REJECTED], results[REJECTED]) | "AllRejected" >> beam.Flatten()
-         | "WriteRejected" >> beam.io.WriteToText(rejected_prefix))
-    result = pipeline.run()
-    result.wait_until_finish()
-    counters = {"rows_scored": 0, "rows_with_seen": 0, "rejected": 0}
-    for counter in result.metrics().query(
-            beam.metrics.MetricsFilter().with_namespace("batch_predict"))["counters"]:
-        counters[counter.key.metric.name] += counter.committed or counter.attempted or 0
-    return counters
+    def __init__(self, spec: dict, staged: str, scratch: str):
+        super().__init__()
+        self.spec, self.staged, self.scratch = spec, staged, scratch
+
+    def expand(self, pbegin):
+        spec, name = self.spec, self.spec["name"]
+        seen = pbegin | "ReadSeen" >> ReadSeen(spec["seen_pattern"], spec["nrows"], spec["ncols"])
+        results = (seen.seen
+                   | "GroupIntoRowBlocks" >> GroupIntoRowBlocks(spec["nrows"], spec["block_size"])
+                   | "TopKPerBlock" >> beam.ParDo(TopKPerBlockFn(spec))
+                   .with_outputs(REJECTED, "scores", main="lines"))
+        written = [results.lines | "WriteLines" >> beam.io.WriteToText(join(self.staged, name))]
+        if spec["write_scores"]:
+            written.append(results.scores | "WriteScores" >> beam.io.WriteToText(
+                join(self.staged, name + "_scores"), file_name_suffix=".jsonl"))
+        rejected = (seen[REJECTED], results[REJECTED]) | "AllRejected" >> beam.Flatten()
+        written.append(rejected | "WriteRejected" >> beam.io.WriteToText(
+            join(self.scratch, REJECTED, name)))  # outside the staged folder: never published
+        return {"scored": results.lines | "CountScored" >> beam.combiners.Count.Globally(),
+                "rejected": rejected | "CountRejected" >> beam.combiners.Count.Globally(),
+                "written": written}
+
+
+def build_topk_pipeline(pipeline: beam.Pipeline, specs: list[dict], plan: dict) -> None:
+    """Every direction's top-k, then the finishing step that checks the counts and publishes.
+
+    spec: name, seen_pattern, nrows, ncols, block_size, top_k, write_scores, query_factors,
+    candidate_factors, candidate_counts (list), query_vocab, candidate_vocab.
+    plan: staged, scratch, output_dir, run_id, manifest (fields for manifest.json).
+    """
+    counts, written = [], []
+    for spec in specs:
+        name = spec["name"]
+        result = pipeline | f"TopK[{name}]" >> TopK(spec, plan["staged"], plan["scratch"])
+        for what in ("scored", "rejected"):
+            counts.append(result[what] | f"Label[{name}.{what}]" >> beam.Map(
+                lambda n, key=f"{name}.{what}": (key, n)))
+        written += result["written"]
+    all_counts = tuple(counts) | "AllCounts" >> beam.Flatten()
+    _ = (pipeline
+         | "Once" >> beam.Create([None])
+         | "CheckAndPublish" >> beam.Map(finish_predictions, plan, specs,
+                                         beam.pvalue.AsDict(all_counts),
+                                         *[beam.pvalue.AsList(done) for done in written]))
+
+
+def finish_predictions(_, plan: dict, specs: list[dict], counts: dict, *written) -> None:
+    """The job's last step: refuse (dead letters, rows missing) or publish the staged folder."""
+    import tensorflow as tf
+    from batch_predict.outputs import Staging
+
+    problems = []
+    for spec in specs:
+        name, rejected = spec["name"], counts[f"{spec['name']}.rejected"]
+        if rejected:
+            first = _first_line(join(plan["scratch"], REJECTED, name + "-*"))
+            problems.append(f"{rejected} {spec['records_prefix']} record(s) do not fit the model, "
+                            f"nothing published; first: {first}")
+        elif counts[f"{name}.scored"] != spec["nrows"]:
+            problems.append(f"beam job scored {counts[f'{name}.scored']} of {spec['nrows']} rows of {name}")
+    if problems:
+        write_json(join(plan["scratch"], "refused.json"), {"error": "; ".join(problems)})
+        raise art.ArtifactError("; ".join(problems))
+    staging = Staging.reopen(plan["output_dir"], plan["staged"], plan["run_id"])
+    staging.commit({**plan["manifest"],
+                    "rows": {**plan["manifest"].get("rows", {}),
+                             **{spec["name"]: counts[f"{spec['name']}.scored"] for spec in specs}}})
+    if tf.io.gfile.exists(plan["scratch"]):
+        tf.io.gfile.rmtree(plan["scratch"])
+    log.info("predictions published to %s", plan["output_dir"])
+
+
+def _first_line(pattern: str) -> str | None:
+    lines = head_lines(pattern, 1)
+    return lines[0] if lines else None

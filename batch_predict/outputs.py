@@ -8,13 +8,16 @@ File formats (one record per line, ids are the original ids from the TFT vocabul
   item/user_embeddings-*.json {"id": ..., "embedding": [...]}
   item/user_factors.csv      id,f0,f1,...
   popular_items.txt          contentId<TAB>number of users who have it, most popular first
+  manifest.json              run id, files, rows: written last, the folder is complete when it is there
 """
 from __future__ import annotations
 
 import csv
+import datetime
 import io
 import json
 import logging
+import posixpath
 import uuid
 from typing import Iterable, Iterator
 
@@ -22,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from batch_predict.artifacts import ArtifactError
+from pipeline import publish
 from pipeline.artifacts import join
 from batch_predict.topk import TopKBlock
 
@@ -37,27 +41,39 @@ def shard_name(prefix: str, index: int = 0, count: int = 1, suffix: str = "") ->
     return f"{prefix}-{index:05d}-of-{count:05d}{suffix}"
 
 
-class Staging:
-    """A temporary folder inside output_dir whose files are renamed into output_dir on commit.
+MANIFEST = "manifest.json"  # written last: the marker of a complete predictions folder
 
-    Refuses (before anything is written) to replace existing artifacts unless overwrite is set.
+
+class Staging:
+    """A scratch folder beside output_dir that becomes output_dir on commit (pipeline/publish.py).
+
+    Refuses (before anything is written) to replace existing predictions unless overwrite is set,
+    and to replace a folder holding anything that is not predictions.
     """
 
-    def __init__(self, output_dir: str, overwrite: bool):
+    def __init__(self, output_dir: str, overwrite: bool, run_id: str | None = None):
         self.output_dir = output_dir.rstrip("/")
         self.overwrite = overwrite
-        existing = self.existing_outputs()
-        if existing and not overwrite:
-            raise ArtifactError(f"{output_dir} already holds predictions ({existing[0]}, ...); "
+        self.run_id = run_id or uuid.uuid4().hex
+        names = sorted(tf.io.gfile.listdir(self.output_dir)) if tf.io.gfile.isdir(self.output_dir) else []
+        foreign = [n for n in names if not n.rstrip("/").startswith(OUTPUT_PREFIXES + (MANIFEST,))]
+        if foreign:
+            raise ArtifactError(f"{output_dir} holds files that are not predictions ({foreign[0]}, ...): "
+                                "choose an empty folder or a predictions folder for --output_dir")
+        if names and not overwrite:
+            raise ArtifactError(f"{output_dir} already holds predictions ({names[0]}, ...); "
                                 "pass --overwrite to replace them")
-        self.dir = join(self.output_dir, f".staging-{uuid.uuid4().hex[:12]}")
+        parent = posixpath.dirname(self.output_dir)
+        self.dir = join(parent, f"_tmp_predict_{self.run_id[:12]}") if parent else f"_tmp_predict_{self.run_id[:12]}"
         tf.io.gfile.makedirs(self.dir)
 
-    def existing_outputs(self) -> list[str]:
-        if not tf.io.gfile.isdir(self.output_dir):
-            return []
-        return sorted(name for name in tf.io.gfile.listdir(self.output_dir)
-                      if name.startswith(OUTPUT_PREFIXES))
+    @classmethod
+    def reopen(cls, output_dir: str, staged: str, run_id: str) -> "Staging":
+        """The staging of a run begun elsewhere (the Beam job's last step, on a worker)."""
+        staging = cls.__new__(cls)
+        staging.output_dir, staging.overwrite = output_dir.rstrip("/"), True
+        staging.dir, staging.run_id = staged, run_id
+        return staging
 
     def path(self, name: str) -> str:
         return join(self.dir, name)
@@ -65,20 +81,22 @@ class Staging:
     def staged_files(self) -> list[str]:
         return sorted(tf.io.gfile.listdir(self.dir))
 
-    def commit(self) -> list[str]:
-        """Replaces the previous artifacts by the staged ones; returns the final paths."""
-        for name in self.existing_outputs():
-            tf.io.gfile.remove(join(self.output_dir, name))
-        final = []
-        for name in self.staged_files():
-            final.append(join(self.output_dir, name))
-            tf.io.gfile.rename(self.path(name), final[-1], overwrite=True)
-        tf.io.gfile.rmtree(self.dir)
-        return final
+    def commit(self, manifest: dict) -> list[str]:
+        """Writes the manifest (run id, files, `manifest` fields) and publishes the staged folder
+        as output_dir; returns the final paths."""
+        files = [name for name in self.staged_files() if name != MANIFEST]
+        publish.write_marker(self.dir, MANIFEST, {**manifest, "run_id": self.run_id, "files": files,
+                                                  "created": _now()})
+        publish.publish(self.dir, self.output_dir, MANIFEST, self.run_id)
+        return [join(self.output_dir, name) for name in files + [MANIFEST]]
 
     def abort(self) -> None:
         if tf.io.gfile.exists(self.dir):
             tf.io.gfile.rmtree(self.dir)
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
 def write_lines(path: str, lines: Iterable[str]) -> int:

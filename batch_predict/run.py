@@ -25,7 +25,7 @@ from batch_predict import outputs as out
 from batch_predict.serving import export_saved_model
 from batch_predict.topk import recommendation_scorer, similarity_scorer
 from pipeline import cli
-from pipeline.artifacts import head_lines, join
+from pipeline.artifacts import head_lines, join, read_json
 
 log = logging.getLogger(__name__)
 
@@ -102,33 +102,58 @@ def _topk_local(direction: Direction, args, staging: out.Staging, seen: art.Seen
                           if args.write_scores else None)
 
 
-def _topk_beam(direction: Direction, args, staging: out.Staging, candidate_counts: np.ndarray,
-               beam_argv: list[str]) -> int:
-    import tensorflow as tf
-    from batch_predict.beam_job import run_topk_job
-
-    query, candidates, name = direction.query, direction.candidates, direction.output_name
-    spec = {"seen_pattern": join(args.preproc_dir, query.records_prefix + "-*"),
+def _beam_spec(direction: Direction, args, candidate_counts: np.ndarray) -> dict:
+    """Plain values for the Beam job's workers: they read factors and vocabularies themselves."""
+    query, candidates = direction.query, direction.candidates
+    return {"name": direction.output_name, "records_prefix": query.records_prefix,
+            "seen_pattern": join(args.preproc_dir, query.records_prefix + "-*"),
             "nrows": len(query.vocab), "ncols": len(candidates.vocab),
             "block_size": args.block_size, "top_k": args.top_k, "write_scores": args.write_scores,
             "query_factors": join(args.model_dir, query.factors_file),
             "candidate_factors": join(args.model_dir, candidates.factors_file),
-            "candidate_counts": candidate_counts,
+            "candidate_counts": candidate_counts.tolist(),
             "query_vocab": query.vocab_file, "candidate_vocab": candidates.vocab_file}
-    rejected_dir = staging.path("rejected")
-    counters = run_topk_job(spec, beam_argv, staging.path(name),
-                            staging.path(name + "_scores") if args.write_scores else None,
-                            join(rejected_dir, "rejected"))
-    log.info("beam job %s: %s", name, counters)
-    rejected = [line for path in tf.io.gfile.glob(join(rejected_dir, "*"))
-                for line in tf.io.gfile.GFile(path).read().splitlines()]
-    tf.io.gfile.rmtree(rejected_dir)
-    if rejected or counters["rejected"]:
-        raise art.ArtifactError(f"{len(rejected)} {query.records_prefix} record(s) do not fit the "
-                                f"model, nothing published; first: {rejected[:1]}")
-    if counters["rows_scored"] != len(query.vocab):
-        raise RuntimeError(f"beam job scored {counters['rows_scored']} of {len(query.vocab)} rows")
-    return counters["rows_scored"]
+
+
+def _run_beam_job(directions: list[Direction], args, staging: out.Staging, counts: dict,
+                  summary: dict, beam_argv: list[str]) -> bool:
+    """One Beam job for every direction; it publishes the staged folder itself as its last step.
+    Returns False after a template launch (the job runs later), True once it has published."""
+    import apache_beam as beam
+    import tensorflow as tf
+    from batch_predict.beam_job import build_topk_pipeline
+    from pipeline import beam_runner
+
+    specs = [_beam_spec(d, args, counts[d.candidates.name]) for d in directions]
+    scratch = staging.dir + "_job"  # dead letters and the refusal: never published
+    plan = {"staged": staging.dir, "scratch": scratch, "output_dir": staging.output_dir,
+            "run_id": staging.run_id, "manifest": {"rows": dict(summary.get("rows", {}))}}
+    options = beam_runner.pipeline_options(beam_argv, input_size=sum(
+        beam_runner.input_bytes(spec["seen_pattern"]) for spec in specs))
+    log.info("beam job on %s", beam_runner.describe(options))
+    pipeline = beam.Pipeline(runner=beam_runner.runner_for(options), options=options)
+    build_topk_pipeline(pipeline, specs, plan)
+    try:
+        result = pipeline.run()
+        if beam_runner.is_template_launch(options):
+            log.info("job graph staged; the job publishes %s itself when it ends", staging.output_dir)
+            return False
+        result.wait_until_finish()
+    except BaseException:
+        refusal = join(scratch, "refused.json")
+        message = read_json(refusal)["error"] if tf.io.gfile.exists(refusal) else None
+        for folder in (scratch, staging.dir):
+            if tf.io.gfile.exists(folder):
+                tf.io.gfile.rmtree(folder)
+        if message:
+            raise art.ArtifactError(message) from None
+        raise
+    manifest = read_json(join(staging.output_dir, out.MANIFEST))
+    if manifest.get("run_id") != staging.run_id:
+        raise RuntimeError(f"the Beam job finished but did not publish {staging.output_dir}")
+    summary.setdefault("rows", {}).update({d.output_name: manifest["rows"][d.output_name]
+                                           for d in directions})
+    return True
 
 
 def _timed(summary: dict, name: str, fn, *fn_args):
@@ -136,7 +161,7 @@ def _timed(summary: dict, name: str, fn, *fn_args):
     result = fn(*fn_args)
     seconds = time.time() - started
     summary.setdefault("seconds_by_output", {})[name] = round(seconds, 3)
-    if isinstance(result, int):
+    if isinstance(result, int) and not isinstance(result, bool):
         summary.setdefault("rows", {})[name] = result
         out.log_written(name, result, seconds)
     return result
@@ -185,26 +210,30 @@ def run(args: argparse.Namespace, beam_argv: list[str] | None = None) -> dict:
     summary: dict = {"nusers": a.nusers, "nitems": a.nitems, "engine": args.engine,
                      "mode": args.mode, "top_k": args.top_k, "output_dir": args.output_dir}
     try:
-        for d in directions:
-            candidate_counts = counts[d.candidates.name]
-            if args.engine == "beam":
-                _timed(summary, d.output_name, _topk_beam, d, args, staging, candidate_counts,
-                       list(beam_argv or []))
-            else:
+        if args.engine == "local":
+            for d in directions:
                 _timed(summary, d.output_name, _topk_local, d, args, staging, seen[d.output_name],
-                       candidate_counts)
+                       counts[d.candidates.name])
+        # the Beam engine stages these first: its job publishes the folder as its last step
         _write_extras(a, args, staging, summary, counts.get("items"))
         if "export" in args.outputs:
             summary["export_dir"] = _timed(summary, "export", export_saved_model, a,
                                            users.vocab_file, items.vocab_file, seen["batch_pred"],
                                            counts["items"], args.top_k)
-        first = sorted(name for name in staging.staged_files()
-                       if name.startswith(directions[0].output_name + "-"))
-        preview = head_lines(staging.path(first[0]), PREVIEW_LINES) if first else []
-        summary["files"] = staging.commit()
+        if args.engine == "beam":
+            if not _timed(summary, "beam_job", _run_beam_job, directions, args, staging, counts,
+                          summary, list(beam_argv or [])):
+                return {**summary, "launched": args.output_dir, "first_lines": []}
+            summary["files"] = [join(args.output_dir, name) for name in
+                                read_json(join(args.output_dir, out.MANIFEST))["files"]]
+        else:
+            summary["files"] = staging.commit({"rows": summary.get("rows", {})})
     except BaseException:
         staging.abort()
         raise
+    first = sorted(path for path in summary["files"]
+                   if path.rsplit("/", 1)[-1].startswith(directions[0].output_name + "-"))
+    preview = head_lines(first[0], PREVIEW_LINES) if first else []
     summary["first_lines"] = preview
     summary["seconds"] = round(time.time() - started, 3)
     log.info("done in %.2fs: %s", summary["seconds"], summary.get("rows"))

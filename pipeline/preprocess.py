@@ -32,13 +32,15 @@ from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 from tfx_bsl.public import tfxio
 from tfx_bsl.tfxio import tensor_representation_util
 
-from pipeline import artifacts, beam_runner, cli, columnar, examples, ga, sample, sources, sql
+from pipeline import (artifacts, beam_runner, cli, columnar, examples, ga, publish, sample, sources,
+                      sql)
 from transforms import preprocessing as pp
 
 LOG = logging.getLogger(__name__)
 DEFAULT_INPUT = sample.SAMPLE_PATH
 _VALUE_PASSTHROUGH = "value_passthrough"  # raw value carried past TFT to read back the median
 _MAX_ROWS_PER_RECORD_BATCH = 200_000
+REFUSED = "refused.json"  # in the scratch folder: why the pipeline refused to publish
 
 
 class PreprocessError(RuntimeError):
@@ -205,12 +207,13 @@ def _rating_stats(transformed, scale: float) -> dict:
 
 # --- the pipeline ------------------------------------------------------------------------------
 
-def build_pipeline(pipeline: beam.Pipeline, source: beam.PTransform, args, preproc: str,
-                   temp_dir: str) -> None:
-    """Wires the whole stage, top to bottom; results land under `preproc`."""
+def build_pipeline(pipeline: beam.Pipeline, source: beam.PTransform, args, plan: dict) -> None:
+    """Wires the whole stage, top to bottom: results land under plan["staging"], and the last
+    step (`FinishPreprocess`) checks them, writes metadata.json and publishes them."""
+    staging, temp_dir = plan["staging"], plan["tft_temp"]
     read = pipeline | "Read" >> source
-    _ = (read.rejected | "RejectToJson" >> beam.Map(json.dumps, sort_keys=True)
-         | "WriteRejects" >> beam.io.WriteToText(artifacts.join(preproc, "rejected")))
+    rejects_written = (read.rejected | "RejectToJson" >> beam.Map(json.dumps, sort_keys=True)
+                       | "WriteRejects" >> beam.io.WriteToText(artifacts.join(staging, "rejected")))
     raw_batches, sum_stats = read.rows | "SumPerPair" >> SumPerPair(args.group_shards)
 
     raw_schema = schema_utils.schema_from_feature_spec(pp.RAW_FEATURE_SPEC)
@@ -223,29 +226,68 @@ def build_pipeline(pipeline: beam.Pipeline, source: beam.PTransform, args, prepr
                 pp.make_preprocessing_fn(args.rating_scale, args.vocabulary_analyzer,
                                          args.group_shards),
                 output_record_batches=True))
-        _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(preproc)
-        _ = (dataset_metadata.DatasetMetadata(raw_schema)
-             | "WriteRawMetadata" >> tft_beam.WriteMetadata(
-                 artifacts.join(preproc, tft.TFTransformOutput.RAW_METADATA_DIR), pipeline))
+        transform_fn_written = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(staging)
+        raw_metadata_written = (
+            dataset_metadata.DatasetMetadata(raw_schema)
+            | "WriteRawMetadata" >> tft_beam.WriteMetadata(
+                artifacts.join(staging, tft.TFTransformOutput.RAW_METADATA_DIR), pipeline))
 
     columns = transformed | "ToColumns" >> beam.Map(_transformed_columns)
     users_for_item = columns | "UsersForItem" >> WriteSparseRows(
-        pp.ITEM_ID, pp.USER_ID, artifacts.join(preproc, "users_for_item"), args.group_shards)
+        pp.ITEM_ID, pp.USER_ID, artifacts.join(staging, "users_for_item"), args.group_shards)
     items_for_user = columns | "ItemsForUser" >> WriteSparseRows(
-        pp.USER_ID, pp.ITEM_ID, artifacts.join(preproc, "items_for_user"), args.group_shards)
+        pp.USER_ID, pp.ITEM_ID, artifacts.join(staging, "items_for_user"), args.group_shards)
     rating_stats = transformed | "RatingStats" >> beam.Map(_rating_stats, args.rating_scale)
 
-    _ = ((read.stats, sum_stats, rating_stats, users_for_item, items_for_user)
-         | "AllStats" >> beam.Flatten()
-         | "MergeStats" >> beam.CombineGlobally(sources.merge_stats)
-         | "StatsToJson" >> beam.Map(json.dumps, sort_keys=True)
-         | "WriteStats" >> beam.io.WriteToText(artifacts.join(temp_dir, "stats.json"),
-                                               shard_name_template=""))
+    stats = ((read.stats, sum_stats, rating_stats, users_for_item, items_for_user)
+             | "AllStats" >> beam.Flatten()
+             | "MergeStats" >> beam.CombineGlobally(sources.merge_stats))
+    _ = pipeline | "Finish" >> FinishPreprocess(
+        plan, stats, [rejects_written, transform_fn_written, raw_metadata_written])
+
+
+class FinishPreprocess(beam.PTransform):
+    """The stage's last step, inside its own pipeline: check the counts, write metadata.json,
+    publish the staged folder (pipeline/publish.py).
+
+    It runs once, on a worker, after every output is written: the merged stats (which include
+    the Example counts of both TFRecord sides) and the completion outputs of the other writers
+    are its side inputs. So the output is complete whether or not the process that launched the
+    job is still there (a Flex Template launcher is not).
+    """
+
+    def __init__(self, plan: dict, stats, written: list):
+        super().__init__()
+        self._plan, self._stats, self._written = plan, stats, written
+
+    def expand(self, pbegin):
+        return (pbegin
+                | "Once" >> beam.Create([None])
+                | "CheckWriteMetadataPublish" >> beam.Map(
+                    finish_stage, self._plan, beam.pvalue.AsSingleton(self._stats),
+                    *[beam.pvalue.AsList(done) for done in self._written]))
+
+
+def finish_stage(_, plan: dict, stats: dict, *written) -> None:
+    """Refuses (PreprocessError, its message also in scratch/refused.json) or publishes."""
+    try:
+        check_counts(plan, stats)
+        metadata = _metadata(plan, stats)
+    except PreprocessError as refusal:
+        artifacts.write_json(artifacts.join(plan["scratch"], REFUSED), {"error": str(refusal)})
+        raise
+    publish.write_marker(plan["staging"], "metadata.json", metadata)
+    publish.publish(plan["staging"], plan["preproc"], "metadata.json", plan["run_id"])
+    if tf.io.gfile.exists(plan["scratch"]):
+        tf.io.gfile.rmtree(plan["scratch"])  # TFT's temp files
+    LOG.info("preprocess: %d users x %d items, %d interactions, median value %s, %.1f s -> %s",
+             metadata["nusers"], metadata["nitems"], metadata["interactions"],
+             metadata["rating"]["median_value"], metadata["seconds"], plan["preproc"])
 
 
 def check_output_dir(preproc: str, overwrite: bool) -> None:
-    """Refuses a non-empty preproc dir unless overwrite; deletes nothing yet: `run` replaces it
-    only once the new output is complete."""
+    """Refuses a non-empty preproc dir unless overwrite; deletes nothing yet: the pipeline replaces
+    it only once the new output is complete."""
     if tf.io.gfile.exists(preproc) and tf.io.gfile.listdir(preproc):
         if not overwrite:
             complete = tf.io.gfile.exists(artifacts.join(preproc, "metadata.json"))
@@ -259,34 +301,42 @@ def check_output_dir(preproc: str, overwrite: bool) -> None:
             tf.io.gfile.rmtree(stale)
 
 
-def _metadata(args, preproc: str, stats: dict, seconds: float) -> dict:
-    tft_output = tft.TFTransformOutput(preproc)
-    vocab = {name: tft_output.vocabulary_file_by_name(name) for name in (pp.VOCAB_USERS, pp.VOCAB_ITEMS)}
-    nusers, nitems = (artifacts.count_lines(vocab[name]) for name in (pp.VOCAB_USERS, pp.VOCAB_ITEMS))
+def _metadata(plan: dict, stats: dict) -> dict:
+    staging, preproc = plan["staging"], plan["preproc"]
+    sizes, vocab = {}, {}
+    for name, key in artifacts.VOCABS.items():
+        staged = artifacts.vocab_path(staging, name)
+        if not tf.io.gfile.exists(staged):
+            raise PreprocessError(f"vocabulary {name} was not written to {staged}")
+        sizes[key], vocab[name] = artifacts.count_lines(staged), artifacts.vocab_path(preproc, name)
+    nusers, nitems = sizes["nusers"], sizes["nitems"]
     interactions = stats.get("rated_rows", 0)
     if (stats.get("examples.items_for_user"), stats.get("examples.users_for_item")) != (nusers, nitems):
         raise PreprocessError(f"vocabularies ({nusers} users, {nitems} items) disagree with the "
                               f"Examples written ({stats.get('examples.items_for_user')}, "
-                              f"{stats.get('examples.users_for_item')}); {preproc} is inconsistent")
+                              f"{stats.get('examples.users_for_item')}); nothing published")
     return {
         "nusers": nusers, "nitems": nitems, "interactions": interactions,
         "input_rows": stats["input_rows"], "accepted_rows": stats["accepted_rows"],
         "rejected_rows": stats["rejected_rows"],
-        "rejected_by_reason": {key.split(".", 1)[1]: value for key, value in sorted(stats.items())
-                               if key.startswith("rejected.")},
+        "rejected_by_reason": _rejected_by_reason(stats),
         "dropped_nonpositive_pairs": stats.get("dropped_nonpositive_pairs", 0),
-        "source": args.source, "ga_preset": None if args.source == "interactions" else args.ga_preset,
-        "input": args.table if args.source == "bigquery" else args.input,
-        "rating": {"median_value": stats.get("max_median_value"), "scale": args.rating_scale,
+        "source": plan["source"], "ga_preset": plan["ga_preset"], "input": plan["input"],
+        "rating": {"median_value": stats.get("max_median_value"), "scale": plan["rating_scale"],
                    "min": stats.get("min_rating"), "max": stats.get("max_rating"),
                    "mean": stats.get("sum_rating", 0.0) / interactions if interactions else None},
         "vocab_users": artifacts.absolute(vocab[pp.VOCAB_USERS]),
         "vocab_items": artifacts.absolute(vocab[pp.VOCAB_ITEMS]),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         # identifies this preprocess output wherever it is copied; the model records it
-        "run_id": uuid.uuid4().hex,
-        "seconds": round(seconds, 3),
+        "run_id": plan["run_id"],
+        "seconds": round(time.time() - plan["started"], 3),
     }
+
+
+def _rejected_by_reason(stats: dict) -> dict:
+    return {key.split(".", 1)[1]: value for key, value in sorted(stats.items())
+            if key.startswith("rejected.")}
 
 
 def validate_args(args: argparse.Namespace) -> None:
@@ -310,9 +360,21 @@ def with_default_input(args: argparse.Namespace) -> argparse.Namespace:
     return argparse.Namespace(**{**vars(args), "input": DEFAULT_INPUT})
 
 
+def make_plan(args, preproc: str) -> dict:
+    """Everything the in-pipeline finishing step needs, as plain values (it runs on a worker)."""
+    scratch = artifacts.join(args.output_dir, f"_tmp_preprocess_{uuid.uuid4().hex[:8]}")
+    return {"preproc": preproc, "scratch": scratch,
+            # the new output until it is published, and TFT's temp files
+            "staging": artifacts.join(scratch, artifacts.PREPROC), "tft_temp": artifacts.join(scratch, "tft"),
+            "run_id": uuid.uuid4().hex, "started": time.time(),
+            "source": args.source, "ga_preset": None if args.source == "interactions" else args.ga_preset,
+            "input": args.table if args.source == "bigquery" else args.input,
+            "rating_scale": args.rating_scale, "max_rejected_fraction": args.max_rejected_fraction}
+
+
 def run(args, beam_argv: list[str]) -> dict:
-    """Runs the stage; writes args.output_dir/preproc and returns the metadata.json dict."""
-    started = time.time()
+    """Runs the stage. Returns the metadata.json dict after a local run; after a template launch
+    (the job runs later, on Dataflow, and publishes itself) {"launched": ...}."""
     validate_args(args)
     preproc = artifacts.stage_dir(args.output_dir, artifacts.PREPROC)
     args = with_default_input(args)
@@ -322,61 +384,56 @@ def run(args, beam_argv: list[str]) -> dict:
     if args.source == "bigquery":
         sql.check_bigquery_ready(options)
     check_output_dir(preproc, args.overwrite)
-    # scratch: TFT's temp files, stats.json and the new output (staging) until it is published
-    scratch = artifacts.join(args.output_dir, f"_tmp_preprocess_{uuid.uuid4().hex[:8]}")
-    staging = artifacts.join(scratch, artifacts.PREPROC)
-    LOG.info("preprocess: source=%s input=%s runner=%s", args.source,
-             args.table if args.source == "bigquery" else args.input, beam_runner.describe(options))
+    plan = make_plan(args, preproc)
+    LOG.info("preprocess: source=%s input=%s runner=%s", args.source, plan["input"],
+             beam_runner.describe(options))
+    pipeline = beam.Pipeline(runner=beam_runner.runner_for(options), options=options)
+    build_pipeline(pipeline, source, args, plan)
+    pipeline_started = time.time()
     try:
-        tf.io.gfile.makedirs(staging)
-        pipeline = beam.Pipeline(runner=beam_runner.runner_for(options), options=options)
-        build_pipeline(pipeline, source, args, staging, artifacts.join(scratch, "tft"))
-        pipeline_started = time.time()
         with beam_runner.without_state_cache():
-            pipeline.run().wait_until_finish()
-        LOG.info("preprocess: Beam+TFT pipeline finished in %.1f s", time.time() - pipeline_started)
-        with tf.io.gfile.GFile(artifacts.join(scratch, "tft", "stats.json")) as f:
-            stats = json.load(f)
+            result = pipeline.run()
+            if beam_runner.is_template_launch(options):
+                LOG.info("preprocess: job graph staged; the job publishes %s itself when it ends", preproc)
+                return {"launched": preproc, "run_id": plan["run_id"]}
+            result.wait_until_finish()
     except BaseException:
-        if tf.io.gfile.exists(scratch):
-            tf.io.gfile.rmtree(scratch)
+        refusal = artifacts.join(plan["scratch"], REFUSED)
+        if tf.io.gfile.exists(refusal):  # refused in the pipeline: keep the rejects for the user
+            raise PreprocessError(artifacts.read_json(refusal)["error"]) from None
+        if tf.io.gfile.exists(plan["scratch"]):
+            tf.io.gfile.rmtree(plan["scratch"])
         raise
-    # a refused run keeps its scratch (its rejects) for the user; --overwrite clears it later
-    check_counts(args, staging, stats)
-    # the old output is deleted only now: a failed run leaves it as it was, never a mix
-    artifacts.replace_dir(staging, preproc)
-    tf.io.gfile.rmtree(scratch)
-    return _write_metadata(args, preproc, stats, time.time() - started)
+    LOG.info("preprocess: Beam+TFT pipeline finished in %.1f s", time.time() - pipeline_started)
+    metadata = artifacts.read_json(artifacts.join(preproc, "metadata.json"))
+    if metadata.get("run_id") != plan["run_id"]:
+        raise PreprocessError(f"the pipeline finished but {preproc} was not published by it")
+    LOG.info("preprocess: %d input rows = %d accepted + %d rejected %s", metadata["input_rows"],
+             metadata["accepted_rows"], metadata["rejected_rows"], metadata["rejected_by_reason"])
+    return metadata
 
 
-def check_counts(args, staging: str, stats: dict) -> None:
-    """Logs input = accepted + rejected; refuses (before publishing) an empty or over-rejected run."""
+def check_counts(plan: dict, stats: dict) -> None:
+    """Logs input = accepted + rejected; refuses (before publishing) an empty, over-rejected or
+    inconsistent run."""
     input_rows, rejected = stats.get("input_rows", 0), stats.get("rejected_rows", 0)
-    LOG.info("preprocess: %d input rows = %d accepted + %d rejected %s", input_rows,
-             stats.get("accepted_rows", 0), rejected,
-             {k.split(".", 1)[1]: v for k, v in stats.items() if k.startswith("rejected.")})
-    kept = f"; {artifacts.join(args.output_dir, artifacts.PREPROC)} was left as it was"
+    accepted = stats.get("accepted_rows", 0)
+    LOG.info("preprocess: %d input rows = %d accepted + %d rejected %s", input_rows, accepted,
+             rejected, _rejected_by_reason(stats))
+    kept = f"; {plan['preproc']} was left as it was"
+    rejects = artifacts.join(plan["staging"], "rejected-*")
+    if input_rows != accepted + rejected:
+        raise PreprocessError(f"counts do not add up: {input_rows} input rows != {accepted} accepted "
+                              f"+ {rejected} rejected{kept}")
     if input_rows == 0:
-        raise PreprocessError(f"no input rows read from {args.input if args.source != 'bigquery' else args.table}")
-    if rejected > args.max_rejected_fraction * input_rows:
+        raise PreprocessError(f"no input rows read from {plan['input']}{kept}")
+    if rejected > plan["max_rejected_fraction"] * input_rows:
         raise PreprocessError(
             f"{rejected} of {input_rows} input rows rejected ({rejected / input_rows:.1%}), more than "
-            f"--max_rejected_fraction={args.max_rejected_fraction}; see "
-            f"{artifacts.join(staging, 'rejected-*')}{kept}")
+            f"--max_rejected_fraction={plan['max_rejected_fraction']}; see {rejects}{kept}")
     if not stats.get("rated_rows"):
         raise PreprocessError("no interactions left after summing per (visitor, content); nothing "
-                              f"to train on (rejects: {artifacts.join(staging, 'rejected-*')}){kept}")
-
-
-def _write_metadata(args, preproc: str, stats: dict, seconds: float) -> dict:
-    """Writes metadata.json last: its presence marks a complete preproc dir."""
-    metadata = _metadata(args, preproc, stats, seconds)
-    with tf.io.gfile.GFile(artifacts.join(preproc, "metadata.json"), "w") as f:
-        json.dump(metadata, f, indent=2, sort_keys=True)
-    LOG.info("preprocess: %d users x %d items, %d interactions, median value %s, %.1f s -> %s",
-             metadata["nusers"], metadata["nitems"], metadata["interactions"],
-             metadata["rating"]["median_value"], metadata["seconds"], preproc)
-    return metadata
+                              f"to train on (rejects: {rejects}){kept}")
 
 
 def main(argv: list[str] | None = None) -> None:

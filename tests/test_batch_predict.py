@@ -156,7 +156,7 @@ def test_existing_outputs_need_overwrite(tmp_path):
     with pytest.raises(ArtifactError, match="--overwrite"):
         run(predict_args(preproc, model, out, outputs=[]), [])
     run(predict_args(preproc, model, out, outputs=[], top_k=3, overwrite=True), [])
-    assert sorted(os.listdir(out)) == ["batch_pred-00000-of-00001"]  # old extras replaced
+    assert sorted(os.listdir(out)) == ["batch_pred-00000-of-00001", "manifest.json"]  # old extras replaced
     assert max(len(v) for v in read_topk(out).values()) == 3
 
 

@@ -33,6 +33,7 @@ def test_beam_engine_equals_local_engine(tmp_path):
         local_lines = _lines(tmp_path / "local", prefix)
         assert local_lines and local_lines == _lines(tmp_path / "beam", prefix), prefix
     assert not [n for n in os.listdir(tmp_path / "beam") if n.startswith((".", "rejected"))]
+    assert not list(tmp_path.glob("_tmp_predict_*"))
 
 
 def test_beam_engine_dead_letters_bad_records_and_publishes_nothing(tmp_path):
@@ -42,4 +43,5 @@ def test_beam_engine_dead_letters_bad_records_and_publishes_nothing(tmp_path):
     with pytest.raises(ArtifactError, match=r"1 items_for_user record\(s\) do not fit"):
         run(predict_args(preproc, model, str(tmp_path / "predictions"), engine="beam",
                          outputs=[]), [])
-    assert os.listdir(tmp_path / "predictions") == []
+    assert not (tmp_path / "predictions").exists()
+    assert not list(tmp_path.glob("_tmp_predict_*"))  # its staged files and dead letters are gone
