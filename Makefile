@@ -46,7 +46,7 @@ TEMPLATE_PATH ?= gs://$(BUCKET)/templates/ga-wals.json
 template: $(STAMP)
 	@test -n "$(PROJECT)" -a -n "$(REGION)" -a -n "$(BUCKET)" || \
 		{ echo "usage: make template PROJECT=... REGION=... BUCKET=... [REPO=ga-wals TAG=latest]"; exit 2; }
-	$(BIN)/python -m pipeline.flex_template --check template/metadata.json
+	$(BIN)/python -m pipeline.cloud.flex_template --check template/metadata.json
 	gcloud builds submit --project=$(PROJECT) --region=$(REGION) --tag=$(IMAGE) .
 	gcloud dataflow flex-template build $(TEMPLATE_PATH) --project=$(PROJECT) \
 		--image=$(IMAGE) --sdk-language=PYTHON --metadata-file=template/metadata.json

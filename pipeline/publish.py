@@ -102,14 +102,15 @@ def publish(staged: str, final: str, marker: str, run_id: str, store=None) -> No
     store = store or GFileStore()
     staged_marker, final_marker = _join(staged, marker), _join(final, marker)
     aside = final.rstrip("/") + f".replaced-{run_id[:12]}"  # local only: the old folder, renamed
+    if marker_run_id(final, marker, store) == run_id:  # published by an earlier attempt
+        store.delete_tree(staged)  # what is left of it, if that attempt died cleaning up
+        store.delete_tree(aside)
+        return
     if not store.exists(staged):
-        if marker_run_id(final, marker, store) == run_id:  # published by an earlier attempt
-            store.delete_tree(aside)
-            return
         raise FileNotFoundError(f"nothing to publish: {staged} does not exist")
     if json.loads(store.read(staged_marker)).get("run_id") != run_id:
         raise ValueError(f"{staged_marker} belongs to another run than {run_id}")
-    if marker_run_id(final, marker, store) != run_id and store.exists(final_marker):
+    if store.exists(final_marker):
         store.delete(final_marker)  # step 1: the old output stops looking complete
     if store.has_atomic_rename(final):
         store.delete_tree(aside)

@@ -22,7 +22,7 @@ import re
 import sys
 import time
 
-from pipeline import vertex
+from pipeline.cloud import vertex
 from pipeline.artifacts import (MODEL, PREDICTIONS, PREPROC, STAGE_ORDER, StageInputError,
                                 check_stage_inputs, exists, join, stage_dir)
 from pipeline.cli import DEFAULT_OUTPUT_DIR, LOG_FORMAT, add_shared_args
@@ -170,17 +170,27 @@ def run_stage(stage: str, args: argparse.Namespace, beam_argv: list[str]) -> dic
 
 
 def check_runner(args: argparse.Namespace, beam_argv: list[str]) -> None:
-    """Remote workers cannot write to this machine's disk: fail before any job starts."""
-    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+    """Cloud runs need cloud places, and a template launch runs one Beam job: fail before any
+    work starts, naming every missing flag in one line."""
+    from apache_beam.options.pipeline_options import PipelineOptions
 
-    runner = PipelineOptions(beam_argv).view_as(StandardOptions).runner or ""
-    if "dataflow" in runner.lower() and not args.output_dir.startswith("gs://"):
-        raise UsageError(f"--runner={runner} needs --output_dir on gs:// (got {args.output_dir})")
-    if args.trainer == "vertex" and "train" in args.stages:
-        if not args.vertex_image:
-            raise UsageError("--trainer vertex needs --vertex_image (a container image with this package)")
-        if not args.output_dir.startswith("gs://"):
-            raise UsageError(f"--trainer vertex needs --output_dir on gs:// (got {args.output_dir})")
+    from pipeline import beam_runner
+    from pipeline.cloud import preflight
+
+    options = PipelineOptions(beam_argv)
+    try:
+        preflight.check(options, output_dir=args.output_dir, stages=args.stages,
+                        trainer=args.trainer, vertex_image=args.vertex_image)
+    except preflight.PreflightError as exc:
+        raise UsageError(str(exc)) from None
+    if beam_runner.is_template_launch(options):
+        beam_stage_only = (len(args.stages) == 1 and args.stages[0] in BEAM_STAGES
+                           and (args.stages[0] != "predict" or getattr(args, "engine", None) == "beam"))
+        if not beam_stage_only:
+            raise UsageError(
+                f"a template launch runs one Dataflow job: stages=preprocess, or stages=predict with "
+                f"engine=beam (got stages={','.join(args.stages)}); chain the "
+                "stages with the nightly pipeline (docs/GCP.md)")
 
 
 def check_flags(args: argparse.Namespace) -> None:
@@ -233,6 +243,11 @@ def finish(args: argparse.Namespace, summaries: dict) -> None:
     """Prints the run summary and writes report.html (the stages' artifacts are the source)."""
     from pipeline import report
 
+    launched = [s for s in args.stages if summaries.get(s, {}).get("launched")]
+    if launched:  # a template launch: the job runs later and publishes by itself
+        print(f"launched: {', '.join(launched)} -> {args.output_dir} (published when the job ends)",
+              flush=True)
+        return
     run = report.collect_run(args.output_dir)
     print(report.format_summary(run, summaries.get("seconds", {})), flush=True)
     if args.no_report:

@@ -14,7 +14,7 @@ import types
 import pytest
 
 from pipeline import run as driver
-from pipeline import vertex
+from pipeline.cloud import vertex
 from pipeline.cli import add_shared_args
 from test_run_fixtures import write_model, write_predictions, write_preproc
 
@@ -113,17 +113,52 @@ def test_dataflow_flags_pass_through_untouched(stages):
 
 def test_dataflow_runner_with_local_output_is_refused_before_any_stage(stages, tmp_path, caplog):
     code = driver.main(["--output_dir", str(tmp_path / "out")] + DATAFLOW_FLAGS)
-    assert code == 2 and "needs --output_dir on gs://" in caplog.text
+    assert code == 2 and "--runner=DataflowRunner needs: --output_dir on gs://" in caplog.text
     assert stages["preprocess"] == [] and not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--output_dir", "gs://b/run"], "--trainer vertex needs --vertex_image"),
-    (["--vertex_image", "gcr.io/p/i"], "--trainer vertex needs --output_dir on gs://"),
+    (["--output_dir", "gs://b/run"] + DATAFLOW_FLAGS[1:], "--trainer vertex needs: --vertex_image"),
+    (["--vertex_image", "gcr.io/p/i"] + DATAFLOW_FLAGS[1:], "--trainer vertex needs: --output_dir on gs://"),
 ])
 def test_vertex_training_without_what_it_needs_fails_before_preprocessing(stages, flags, message, caplog):
     assert driver.main(["--trainer", "vertex"] + flags) == 2
     assert message in caplog.text and stages["preprocess"] == []
+
+
+@pytest.mark.parametrize("argv, missing", [
+    (["--runner=DataflowRunner", "--output_dir=gs://b/run"],
+     ["--project", "--region", "--temp_location=gs://... (or --staging_location=gs://...)"]),
+    (["--runner=DataflowRunner", "--project=p", "--temp_location=/tmp/local", "--output_dir=gs://b/run"],
+     ["--region", "--temp_location=gs://... (or --staging_location=gs://...)"]),
+    (["--runner=DataflowRunner", "--region=r", "--staging_location=gs://b/s", "--output_dir=out"],
+     ["--project", "--output_dir on gs:// (got out"]),
+    (["--trainer=vertex", "--stages=train", "--output_dir=gs://b/run", "--vertex_image=i"],
+     ["--project", "--region", "--temp_location=gs://... (the Vertex AI staging bucket)"]),
+])
+def test_cloud_preflight_names_every_missing_flag_in_one_line(stages, argv, missing, caplog, tmp_path):
+    assert driver.main(argv) == 2
+    (line,) = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    for flag in missing:
+        assert flag in line, (flag, line)
+    everything = ["--project", "--region", "--temp_location", "--vertex_image", "--output_dir"]
+    assert sum(flag in line for flag in everything) == len(missing)  # and nothing it has
+    assert all(calls == [] for calls in stages.values())
+
+
+def test_dataflow_with_only_a_staging_location_passes_the_preflight(stages):
+    args, beam_argv = driver.parse_args(["--runner=DataflowRunner", "--project=p", "--region=r",
+                                         "--staging_location=gs://b/s", "--output_dir=gs://b/run"])
+    driver.check_runner(args, beam_argv)  # raises on a missing flag
+
+
+@pytest.mark.parametrize("stage_flags", [["--stages=preprocess,train"], ["--stages=train"],
+                                         ["--stages=predict"]])
+def test_a_template_launch_runs_exactly_one_beam_job(stages, stage_flags, caplog):
+    code = driver.main(["--output_dir=gs://b/run", "--template_location=gs://b/t.json"]
+                       + stage_flags + DATAFLOW_FLAGS)
+    assert code == 2 and "a template launch runs one Dataflow job" in caplog.text
+    assert all(calls == [] for calls in stages.values())
 
 
 @pytest.mark.parametrize("argv, message", [

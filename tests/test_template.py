@@ -9,7 +9,7 @@ import sys
 import apache_beam
 import pytest
 
-from pipeline import flex_template
+from pipeline.cloud import flex_template
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METADATA = os.path.join(ROOT, "template", "metadata.json")
@@ -34,7 +34,7 @@ def test_parameters_are_exactly_the_driver_options(parser, committed):
     options = [a.dest for a in parser._actions if a.option_strings and a.dest != "help"]
     names = [p["name"] for p in committed["parameters"]]
     assert len(names) == len(set(names))
-    assert names == options, "run: python -m pipeline.flex_template --write template/metadata.json"
+    assert names == options, "run: python -m pipeline.cloud.flex_template --write template/metadata.json"
     assert not {"runner", "project", "region", "temp_location"} & set(names)  # Beam's, not ours
 
 
@@ -96,7 +96,7 @@ def test_dockerfile_builds_on_the_launcher_and_matching_beam_sdk_image():
 def test_make_template_builds_the_image_and_the_spec_with_this_metadata():
     out = subprocess.run(["make", "-n", "template", "PROJECT=p", "REGION=europe-west1", "BUCKET=b"],
                          cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    assert "pipeline.flex_template --check template/metadata.json" in out
+    assert "pipeline.cloud.flex_template --check template/metadata.json" in out
     assert "gcloud builds submit --project=p --region=europe-west1 " \
            "--tag=europe-west1-docker.pkg.dev/p/ga-wals/ga-wals:latest ." in out
     assert re.search(r"gcloud dataflow flex-template build gs://b/templates/ga-wals.json .*"

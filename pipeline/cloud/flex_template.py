@@ -1,7 +1,7 @@
 """Dataflow Flex Template metadata (template/metadata.json), generated from the driver's parser.
 
-    python -m pipeline.flex_template --write template/metadata.json   # regenerate (make template does)
-    python -m pipeline.flex_template --check template/metadata.json   # exit 1 if it has drifted
+    python -m pipeline.cloud.flex_template --write template/metadata.json   # regenerate (make template does)
+    python -m pipeline.cloud.flex_template --check template/metadata.json   # exit 1 if it has drifted
 
 Every flag of `python -m pipeline.run` (its own, the shared ones and each stage's) becomes a
 template parameter with a label, the flag's help text, isOptional and a validation regex; Beam's
@@ -96,7 +96,7 @@ def render(metadata: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.flex_template")
+    parser = argparse.ArgumentParser(prog="python -m pipeline.cloud.flex_template")
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--write", metavar="PATH", help="Write the metadata file.")
     mode.add_argument("--check", metavar="PATH", help="Fail if the file differs from the parser.")
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     with open(args.check) as f:
         if f.read() != text:
-            print(f"{args.check} is out of date: run python -m pipeline.flex_template --write {args.check}",
+            print(f"{args.check} is out of date: run python -m pipeline.cloud.flex_template --write {args.check}",
                   file=sys.stderr)
             return 1
     print(f"{args.check} is up to date")

@@ -1,0 +1,1 @@
+"""Google Cloud: pre-flight checks, the Vertex AI training job, the Flex Template metadata."""
