@@ -5,9 +5,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
+# The nightly pipeline's definition compiles in its own small venv (kfp; no TF/Beam): docs/GCP.md.
+ORCH_VENV ?= .venv-orchestrate
+ORCH_STAMP := $(ORCH_VENV)/.installed
 PIP_INSTALL := $(BIN)/pip install --disable-pip-version-check -q
 
-.PHONY: demo test bench clean venv
+.PHONY: demo test bench clean venv orchestrate-venv nightly
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,8 +22,16 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m pipeline.run --overwrite
 
-test: $(STAMP)
-	$(BIN)/python -m pytest -q
+$(ORCH_STAMP): requirements-orchestrate.txt constraints-orchestrate.txt
+	test -x $(ORCH_VENV)/bin/python || $(PYTHON) -m venv $(ORCH_VENV)
+	$(ORCH_VENV)/bin/pip install --disable-pip-version-check -q -r requirements-orchestrate.txt \
+		-c constraints-orchestrate.txt
+	touch $(ORCH_STAMP)
+
+orchestrate-venv: $(ORCH_STAMP)
+
+test: $(STAMP) $(ORCH_STAMP)
+	GA_WALS_ORCHESTRATE_PYTHON=$(ORCH_VENV)/bin/python $(BIN)/python -m pytest -q
 
 $(BENCH_STAMP): $(STAMP) requirements-bench.txt
 	$(PIP_INSTALL) -r requirements-bench.txt -c constraints.txt
@@ -51,3 +62,7 @@ template: $(STAMP)
 	gcloud dataflow flex-template build $(TEMPLATE_PATH) --project=$(PROJECT) \
 		--image=$(IMAGE) --sdk-language=PYTHON --metadata-file=template/metadata.json
 	@echo "template: $(TEMPLATE_PATH)  image: $(IMAGE)"
+
+# The nightly chain (docs/GCP.md): compile the Vertex AI pipeline spec.
+nightly: $(ORCH_STAMP)
+	$(ORCH_VENV)/bin/python schedule/nightly_pipeline.py compile --output ga_wals_nightly.yaml
