@@ -13,7 +13,6 @@ what made a straightforward Beam+TFT job ~6x slower than pandas.
 """
 
 import argparse
-import datetime
 import json
 import logging
 import os
@@ -32,19 +31,14 @@ from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 from tfx_bsl.public import tfxio
 from tfx_bsl.tfxio import tensor_representation_util
 
-from pipeline import (artifacts, beam_runner, cli, columnar, examples, ga, publish, sample, sources,
-                      sql)
+from pipeline import artifacts, beam_runner, cli, columnar, examples, ga, sample, sources, sql
+from pipeline.preprocess_finish import REFUSED, FinishPreprocess, PreprocessError, make_plan
 from transforms import preprocessing as pp
 
 LOG = logging.getLogger(__name__)
 DEFAULT_INPUT = sample.SAMPLE_PATH
 _VALUE_PASSTHROUGH = "value_passthrough"  # raw value carried past TFT to read back the median
 _MAX_ROWS_PER_RECORD_BATCH = 200_000
-REFUSED = "refused.json"  # in the scratch folder: why the pipeline refused to publish
-
-
-class PreprocessError(RuntimeError):
-    """The stage refused or failed for a reason the message explains (exit code 1)."""
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -246,45 +240,6 @@ def build_pipeline(pipeline: beam.Pipeline, source: beam.PTransform, args, plan:
         plan, stats, [rejects_written, transform_fn_written, raw_metadata_written])
 
 
-class FinishPreprocess(beam.PTransform):
-    """The stage's last step, inside its own pipeline: check the counts, write metadata.json,
-    publish the staged folder (pipeline/publish.py).
-
-    It runs once, on a worker, after every output is written: the merged stats (which include
-    the Example counts of both TFRecord sides) and the completion outputs of the other writers
-    are its side inputs. So the output is complete whether or not the process that launched the
-    job is still there (a Flex Template launcher is not).
-    """
-
-    def __init__(self, plan: dict, stats, written: list):
-        super().__init__()
-        self._plan, self._stats, self._written = plan, stats, written
-
-    def expand(self, pbegin):
-        return (pbegin
-                | "Once" >> beam.Create([None])
-                | "CheckWriteMetadataPublish" >> beam.Map(
-                    finish_stage, self._plan, beam.pvalue.AsSingleton(self._stats),
-                    *[beam.pvalue.AsList(done) for done in self._written]))
-
-
-def finish_stage(_, plan: dict, stats: dict, *written) -> None:
-    """Refuses (PreprocessError, its message also in scratch/refused.json) or publishes."""
-    try:
-        check_counts(plan, stats)
-        metadata = _metadata(plan, stats)
-    except PreprocessError as refusal:
-        artifacts.write_json(artifacts.join(plan["scratch"], REFUSED), {"error": str(refusal)})
-        raise
-    publish.write_marker(plan["staging"], "metadata.json", metadata)
-    publish.publish(plan["staging"], plan["preproc"], "metadata.json", plan["run_id"])
-    if tf.io.gfile.exists(plan["scratch"]):
-        tf.io.gfile.rmtree(plan["scratch"])  # TFT's temp files
-    LOG.info("preprocess: %d users x %d items, %d interactions, median value %s, %.1f s -> %s",
-             metadata["nusers"], metadata["nitems"], metadata["interactions"],
-             metadata["rating"]["median_value"], metadata["seconds"], plan["preproc"])
-
-
 def check_output_dir(preproc: str, overwrite: bool) -> None:
     """Refuses a non-empty preproc dir unless overwrite; deletes nothing yet: the pipeline replaces
     it only once the new output is complete."""
@@ -299,44 +254,6 @@ def check_output_dir(preproc: str, overwrite: bool) -> None:
         for stale in tf.io.gfile.glob(artifacts.join(os.path.dirname(preproc.rstrip("/")),
                                                      "_tmp_preprocess_*")):
             tf.io.gfile.rmtree(stale)
-
-
-def _metadata(plan: dict, stats: dict) -> dict:
-    staging, preproc = plan["staging"], plan["preproc"]
-    sizes, vocab = {}, {}
-    for name, key in artifacts.VOCABS.items():
-        staged = artifacts.vocab_path(staging, name)
-        if not tf.io.gfile.exists(staged):
-            raise PreprocessError(f"vocabulary {name} was not written to {staged}")
-        sizes[key], vocab[name] = artifacts.count_lines(staged), artifacts.vocab_path(preproc, name)
-    nusers, nitems = sizes["nusers"], sizes["nitems"]
-    interactions = stats.get("rated_rows", 0)
-    if (stats.get("examples.items_for_user"), stats.get("examples.users_for_item")) != (nusers, nitems):
-        raise PreprocessError(f"vocabularies ({nusers} users, {nitems} items) disagree with the "
-                              f"Examples written ({stats.get('examples.items_for_user')}, "
-                              f"{stats.get('examples.users_for_item')}); nothing published")
-    return {
-        "nusers": nusers, "nitems": nitems, "interactions": interactions,
-        "input_rows": stats["input_rows"], "accepted_rows": stats["accepted_rows"],
-        "rejected_rows": stats["rejected_rows"],
-        "rejected_by_reason": _rejected_by_reason(stats),
-        "dropped_nonpositive_pairs": stats.get("dropped_nonpositive_pairs", 0),
-        "source": plan["source"], "ga_preset": plan["ga_preset"], "input": plan["input"],
-        "rating": {"median_value": stats.get("max_median_value"), "scale": plan["rating_scale"],
-                   "min": stats.get("min_rating"), "max": stats.get("max_rating"),
-                   "mean": stats.get("sum_rating", 0.0) / interactions if interactions else None},
-        "vocab_users": artifacts.absolute(vocab[pp.VOCAB_USERS]),
-        "vocab_items": artifacts.absolute(vocab[pp.VOCAB_ITEMS]),
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        # identifies this preprocess output wherever it is copied; the model records it
-        "run_id": plan["run_id"],
-        "seconds": round(time.time() - plan["started"], 3),
-    }
-
-
-def _rejected_by_reason(stats: dict) -> dict:
-    return {key.split(".", 1)[1]: value for key, value in sorted(stats.items())
-            if key.startswith("rejected.")}
 
 
 def validate_args(args: argparse.Namespace) -> None:
@@ -358,18 +275,6 @@ def with_default_input(args: argparse.Namespace) -> argparse.Namespace:
         raise ValueError("--source interactions needs --input FILE_OR_GLOB (a delimited file with a "
                          "user_id,item_id,rating header)")
     return argparse.Namespace(**{**vars(args), "input": DEFAULT_INPUT})
-
-
-def make_plan(args, preproc: str) -> dict:
-    """Everything the in-pipeline finishing step needs, as plain values (it runs on a worker)."""
-    scratch = artifacts.join(args.output_dir, f"_tmp_preprocess_{uuid.uuid4().hex[:8]}")
-    return {"preproc": preproc, "scratch": scratch,
-            # the new output until it is published, and TFT's temp files
-            "staging": artifacts.join(scratch, artifacts.PREPROC), "tft_temp": artifacts.join(scratch, "tft"),
-            "run_id": uuid.uuid4().hex, "started": time.time(),
-            "source": args.source, "ga_preset": None if args.source == "interactions" else args.ga_preset,
-            "input": args.table if args.source == "bigquery" else args.input,
-            "rating_scale": args.rating_scale, "max_rejected_fraction": args.max_rejected_fraction}
 
 
 def run(args, beam_argv: list[str]) -> dict:
@@ -411,29 +316,6 @@ def run(args, beam_argv: list[str]) -> dict:
     LOG.info("preprocess: %d input rows = %d accepted + %d rejected %s", metadata["input_rows"],
              metadata["accepted_rows"], metadata["rejected_rows"], metadata["rejected_by_reason"])
     return metadata
-
-
-def check_counts(plan: dict, stats: dict) -> None:
-    """Logs input = accepted + rejected; refuses (before publishing) an empty, over-rejected or
-    inconsistent run."""
-    input_rows, rejected = stats.get("input_rows", 0), stats.get("rejected_rows", 0)
-    accepted = stats.get("accepted_rows", 0)
-    LOG.info("preprocess: %d input rows = %d accepted + %d rejected %s", input_rows, accepted,
-             rejected, _rejected_by_reason(stats))
-    kept = f"; {plan['preproc']} was left as it was"
-    rejects = artifacts.join(plan["staging"], "rejected-*")
-    if input_rows != accepted + rejected:
-        raise PreprocessError(f"counts do not add up: {input_rows} input rows != {accepted} accepted "
-                              f"+ {rejected} rejected{kept}")
-    if input_rows == 0:
-        raise PreprocessError(f"no input rows read from {plan['input']}{kept}")
-    if rejected > plan["max_rejected_fraction"] * input_rows:
-        raise PreprocessError(
-            f"{rejected} of {input_rows} input rows rejected ({rejected / input_rows:.1%}), more than "
-            f"--max_rejected_fraction={plan['max_rejected_fraction']}; see {rejects}{kept}")
-    if not stats.get("rated_rows"):
-        raise PreprocessError("no interactions left after summing per (visitor, content); nothing "
-                              f"to train on (rejects: {rejects}){kept}")
 
 
 def main(argv: list[str] | None = None) -> None:
