@@ -168,3 +168,21 @@ def test_the_scheduled_run_time_is_utc():
     plan = _plan(schedule_time="2026-03-11T01:30:00+02:00")
     assert plan.output_dir.endswith("/20260310")
     assert (plan.start_date, plan.end_date) == ("20260303", "20260309")
+
+
+@needs_kfp
+def test_the_docs_schedule_command_runs_as_written():
+    """docs/GCP.md's COMMON=(...) block and its --dry_run line, run by bash as a user would."""
+    with open(os.path.join(ROOT, "docs", "GCP.md")) as f:
+        lines = f.read().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("COMMON=("))
+    stop = next(i for i in range(start, len(lines)) if "--dry_run" in lines[i])
+    script = "\n".join(lines[start:stop + 1]).replace(".venv-orchestrate/bin/python", ORCHESTRATE_PYTHON)
+    result = subprocess.run(["bash", "-euc", script], cwd=ROOT, capture_output=True, text=True,
+                            timeout=300, env=dict(os.environ, PROJECT="my-proj", REGION="europe-west1",
+                                                  BUCKET="my-bucket"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    values = json.loads(result.stdout)["parameter_values"]
+    assert values["ga_table"] == "my-proj.123456789.ga_sessions_*"
+    assert values["template_path"] == "gs://my-bucket/templates/ga-wals.json"
+    assert values["output_root"] == "gs://my-bucket/ga-wals"
