@@ -25,6 +25,7 @@ import numpy as np
 from batch_predict import artifacts as art
 from batch_predict.outputs import scores_line, topk_line
 from batch_predict.topk import recommendation_scorer
+from pipeline import publish
 from pipeline.artifacts import head_lines, join, write_json
 
 log = logging.getLogger(__name__)
@@ -174,16 +175,22 @@ def build_topk_pipeline(pipeline: beam.Pipeline, specs: list[dict], plan: dict) 
     all_counts = tuple(counts) | "AllCounts" >> beam.Flatten()
     _ = (pipeline
          | "Once" >> beam.Create([None])
-         | "CheckAndPublish" >> beam.Map(finish_predictions, plan, specs,
+         | "CheckAndPublish" >> beam.Map(finish_predictions, plan,
+                                         [{key: spec[key] for key in ("name", "records_prefix", "nrows")}
+                                          for spec in specs],
                                          beam.pvalue.AsDict(all_counts),
                                          *[beam.pvalue.AsList(done) for done in written]))
 
 
 def finish_predictions(_, plan: dict, specs: list[dict], counts: dict, *written) -> None:
-    """The job's last step: refuse (dead letters, rows missing) or publish the staged folder."""
-    import tensorflow as tf
-    from batch_predict.outputs import Staging
+    """The job's last step: refuse (dead letters, rows missing), or export the SavedModel (when
+    asked) and publish the staged folder. Idempotent: a retried bundle after the publish only
+    cleans up."""
+    from batch_predict.outputs import MANIFEST, Staging
 
+    if publish.marker_run_id(plan["output_dir"], MANIFEST) == plan["run_id"]:
+        _remove(plan["scratch"])
+        return
     problems = []
     for spec in specs:
         name, rejected = spec["name"], counts[f"{spec['name']}.rejected"]
@@ -194,15 +201,23 @@ def finish_predictions(_, plan: dict, specs: list[dict], counts: dict, *written)
         elif counts[f"{name}.scored"] != spec["nrows"]:
             problems.append(f"beam job scored {counts[f'{name}.scored']} of {spec['nrows']} rows of {name}")
     if problems:
-        write_json(join(plan["scratch"], "refused.json"), {"error": "; ".join(problems)})
+        write_json(join(plan["scratch"], publish.REFUSED), {"error": "; ".join(problems)})
         raise art.ArtifactError("; ".join(problems))
-    staging = Staging.reopen(plan["output_dir"], plan["staged"], plan["run_id"])
-    staging.commit({**plan["manifest"],
-                    "rows": {**plan["manifest"].get("rows", {}),
-                             **{spec["name"]: counts[f"{spec['name']}.scored"] for spec in specs}}})
-    if tf.io.gfile.exists(plan["scratch"]):
-        tf.io.gfile.rmtree(plan["scratch"])
+    manifest = {**plan["manifest"], "rows": {**plan["manifest"].get("rows", {}),
+                                             **{s["name"]: counts[f"{s['name']}.scored"] for s in specs}}}
+    if plan.get("export"):
+        from batch_predict.run import export_model
+        manifest["export_dir"] = export_model(**plan["export"])
+    Staging.reopen(plan["output_dir"], plan["staged"], plan["run_id"]).commit(manifest)
+    _remove(plan["scratch"])
     log.info("predictions published to %s", plan["output_dir"])
+
+
+def _remove(folder: str) -> None:
+    import tensorflow as tf
+
+    if tf.io.gfile.exists(folder):
+        tf.io.gfile.rmtree(folder)
 
 
 def _first_line(pattern: str) -> str | None:

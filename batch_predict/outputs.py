@@ -56,7 +56,9 @@ class Staging:
         self.overwrite = overwrite
         self.run_id = run_id or uuid.uuid4().hex
         names = sorted(tf.io.gfile.listdir(self.output_dir)) if tf.io.gfile.isdir(self.output_dir) else []
-        foreign = [n for n in names if not n.rstrip("/").startswith(OUTPUT_PREFIXES + (MANIFEST,))]
+        # ".staging-*": scratch of an interrupted run of an earlier version, replaced with the rest
+        foreign = [n for n in names
+                   if not n.rstrip("/").startswith(OUTPUT_PREFIXES + (MANIFEST, ".staging-"))]
         if foreign:
             raise ArtifactError(f"{output_dir} holds files that are not predictions ({foreign[0]}, ...): "
                                 "choose an empty folder or a predictions folder for --output_dir")

@@ -26,6 +26,7 @@ from batch_predict.serving import export_saved_model
 from batch_predict.topk import recommendation_scorer, similarity_scorer
 from pipeline import cli
 from pipeline.artifacts import head_lines, join, read_json
+from pipeline.publish import REFUSED
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,11 @@ def _run_beam_job(directions: list[Direction], args, staging: out.Staging, count
     specs = [_beam_spec(d, args, counts[d.candidates.name]) for d in directions]
     scratch = staging.dir + "_job"  # dead letters and the refusal: never published
     plan = {"staged": staging.dir, "scratch": scratch, "output_dir": staging.output_dir,
-            "run_id": staging.run_id, "manifest": {"rows": dict(summary.get("rows", {}))}}
+            "run_id": staging.run_id, "manifest": {"rows": dict(summary.get("rows", {}))},
+            # the SavedModel is exported by the job's last step, once nothing can refuse any more
+            "export": {"preproc_dir": args.preproc_dir, "model_dir": args.model_dir, "top_k": args.top_k,
+                       "check_preproc_path": not getattr(args, "ignore_preproc_path", False)}
+            if "export" in args.outputs else None}
     options = beam_runner.pipeline_options(beam_argv, input_size=sum(
         beam_runner.input_bytes(spec["seen_pattern"]) for spec in specs))
     log.info("beam job on %s", beam_runner.describe(options))
@@ -140,7 +145,7 @@ def _run_beam_job(directions: list[Direction], args, staging: out.Staging, count
             return False
         result.wait_until_finish()
     except BaseException:
-        refusal = join(scratch, "refused.json")
+        refusal = join(scratch, REFUSED)
         message = read_json(refusal)["error"] if tf.io.gfile.exists(refusal) else None
         for folder in (scratch, staging.dir):
             if tf.io.gfile.exists(folder):
@@ -153,7 +158,19 @@ def _run_beam_job(directions: list[Direction], args, staging: out.Staging, count
         raise RuntimeError(f"the Beam job finished but did not publish {staging.output_dir}")
     summary.setdefault("rows", {}).update({d.output_name: manifest["rows"][d.output_name]
                                            for d in directions})
+    if manifest.get("export_dir"):
+        summary["export_dir"] = manifest["export_dir"]
     return True
+
+
+def export_model(preproc_dir: str, model_dir: str, top_k: int, check_preproc_path: bool = True) -> str:
+    """The SavedModel export from the stage's input folders alone (the Beam job's last step runs
+    it on a worker); returns the version folder."""
+    a = art.load_artifacts(preproc_dir, model_dir, check_preproc_path=check_preproc_path)
+    users, items = entities(a)
+    seen = art.read_seen(preproc_dir, users.records_prefix, len(users.vocab), len(items.vocab))
+    item_counts = art.count_per_key(preproc_dir, items.records_prefix, len(items.vocab))
+    return export_saved_model(a, users.vocab_file, items.vocab_file, seen, item_counts, top_k)
 
 
 def _timed(summary: dict, name: str, fn, *fn_args):
@@ -176,8 +193,8 @@ def _read_records(a: art.Artifacts, args, directions: list[Direction], recommend
     (users per item; items per user for targeting), which scores cold query rows.
     """
     seen_needed = [d for d in directions if args.engine == "local"]
-    if "export" in args.outputs and recommend not in seen_needed:
-        seen_needed.append(recommend)
+    if "export" in args.outputs and args.engine == "local" and recommend not in seen_needed:
+        seen_needed.append(recommend)  # the Beam engine's job reads it itself (export_model)
     seen = {d.output_name: art.read_seen(a.preproc_dir, d.query.records_prefix,
                                          len(d.query.vocab), len(d.candidates.vocab))
             for d in seen_needed}
@@ -216,7 +233,7 @@ def run(args: argparse.Namespace, beam_argv: list[str] | None = None) -> dict:
                        counts[d.candidates.name])
         # the Beam engine stages these first: its job publishes the folder as its last step
         _write_extras(a, args, staging, summary, counts.get("items"))
-        if "export" in args.outputs:
+        if "export" in args.outputs and args.engine == "local":
             summary["export_dir"] = _timed(summary, "export", export_saved_model, a,
                                            users.vocab_file, items.vocab_file, seen["batch_pred"],
                                            counts["items"], args.top_k)

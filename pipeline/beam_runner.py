@@ -32,7 +32,6 @@ LOG = logging.getLogger(__name__)
 # Above this much input, local runs use 2 worker processes. Below it their start-up (each imports
 # TF) costs more than it saves: on a 13 MB / 1M-row file 2 workers took 31 s against 23 s in-memory.
 MULTI_PROCESSING_MIN_BYTES = 256 * 1024 * 1024
-FLEX_TEMPLATE_ENV = "FLEX_TEMPLATE_PYTHON_PY_FILE"  # set in the launcher's image (Dockerfile)
 _PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -76,13 +75,12 @@ def pipeline_options(beam_argv: list[str], *, input_size: int = 0) -> PipelineOp
 
 
 def is_template_launch(options: PipelineOptions) -> bool:
-    """True when run() only builds and stages the job graph (a Flex Template launcher, or any
-    --template_location run): the job runs later, so nothing may depend on code after run()."""
+    """True when run() only builds and stages the job graph: a Flex Template launcher (Beam's
+    DataflowRunner writes the graph to --template_location instead of submitting it) or any
+    --template_location run. The job runs later, so nothing may depend on code after run()."""
     from apache_beam.options.pipeline_options import GoogleCloudOptions
 
-    if options.view_as(GoogleCloudOptions).template_location:
-        return True
-    return bool(os.environ.get(FLEX_TEMPLATE_ENV)) and not is_local(options)
+    return bool(options.view_as(GoogleCloudOptions).template_location)
 
 
 def runner_for(options: PipelineOptions):

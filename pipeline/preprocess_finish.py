@@ -19,7 +19,8 @@ from pipeline import artifacts, publish
 from transforms import preprocessing as pp
 
 LOG = logging.getLogger("pipeline.preprocess")
-REFUSED = "refused.json"  # in the scratch folder: why the pipeline refused to publish
+REFUSED = publish.REFUSED
+MARKER = "metadata.json"  # written last: preproc/ is complete when it is there
 
 
 class PreprocessError(RuntimeError):
@@ -61,20 +62,31 @@ class FinishPreprocess(beam.PTransform):
 
 
 def finish_stage(_, plan: dict, stats: dict, *written) -> None:
-    """Refuses (PreprocessError, its message also in scratch/refused.json) or publishes."""
+    """Refuses (PreprocessError, its message also in scratch/refused.json) or publishes.
+
+    Idempotent: Dataflow retries a failed bundle, so this may run again after a crash at any
+    point, even after the publish completed."""
+    if publish.marker_run_id(plan["preproc"], MARKER) == plan["run_id"]:
+        _remove(plan["scratch"])  # published by an earlier attempt
+        return
     try:
         check_counts(plan, stats)
         metadata = _metadata(plan, stats)
     except PreprocessError as refusal:
         artifacts.write_json(artifacts.join(plan["scratch"], REFUSED), {"error": str(refusal)})
         raise
-    publish.write_marker(plan["staging"], "metadata.json", metadata)
-    publish.publish(plan["staging"], plan["preproc"], "metadata.json", plan["run_id"])
-    if tf.io.gfile.exists(plan["scratch"]):
-        tf.io.gfile.rmtree(plan["scratch"])  # TFT's temp files
+    if not tf.io.gfile.exists(artifacts.join(plan["staging"], MARKER)):  # kept from an earlier attempt
+        publish.write_marker(plan["staging"], MARKER, metadata)
+    publish.publish(plan["staging"], plan["preproc"], MARKER, plan["run_id"])
+    _remove(plan["scratch"])  # TFT's temp files
     LOG.info("preprocess: %d users x %d items, %d interactions, median value %s, %.1f s -> %s",
              metadata["nusers"], metadata["nitems"], metadata["interactions"],
              metadata["rating"]["median_value"], metadata["seconds"], plan["preproc"])
+
+
+def _remove(folder: str) -> None:
+    if tf.io.gfile.exists(folder):
+        tf.io.gfile.rmtree(folder)
 
 
 def check_counts(plan: dict, stats: dict) -> None:
@@ -108,6 +120,9 @@ def _metadata(plan: dict, stats: dict) -> dict:
         if not tf.io.gfile.exists(staged):
             raise PreprocessError(f"vocabulary {name} was not written to {staged}")
         sizes[key], vocab[name] = artifacts.count_lines(staged), artifacts.vocab_path(preproc, name)
+    for prefix in artifacts.SHARD_PREFIXES:  # a writer's files must still be there to publish
+        if not tf.io.gfile.glob(artifacts.join(staging, prefix + "-*")):
+            raise PreprocessError(f"no {prefix} shards in {staging}; nothing published")
     nusers, nitems = sizes["nusers"], sizes["nitems"]
     interactions = stats.get("rated_rows", 0)
     if (stats.get("examples.items_for_user"), stats.get("examples.users_for_item")) != (nusers, nitems):

@@ -13,7 +13,8 @@ Each published folder has a *marker*: the one file whose presence says "this fol
     2. local disk: the old folder is renamed aside and `staged` renamed onto it (two atomic
        directory renames), the old one deleted;
        object stores (gs://): there is no rename, a folder "rename" is an object-by-object copy,
-       so every old object is deleted and every staged object but the marker copied;
+       so every old object the new output does not have is deleted and every staged object but
+       the marker copied over (replacing the old object of the same name);
     3. the marker is copied last, then `staged` deleted.
 
 Nothing of the old output is touched before step 1, so a run that fails or is refused before
@@ -28,6 +29,7 @@ import logging
 import posixpath
 
 LOG = logging.getLogger(__name__)
+REFUSED = "refused.json"  # in a run's scratch folder: why its finishing step refused to publish
 
 
 class GFileStore:

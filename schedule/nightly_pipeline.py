@@ -51,7 +51,7 @@ def nightly(project: str, location: str, template_path: str, image: str, ga_tabl
                     temp_location=temp_location, sdk_container_image=image,
                     service_account_email=service_account, max_workers=max_workers)
     preprocess = DataflowFlexTemplateJobOp(
-        job_name="ga-wals-preprocess", parameters=plan.outputs["preprocess_parameters"],
+        job_name=f"ga-wals-preprocess-{plan.outputs['job_suffix']}", parameters=plan.outputs["preprocess_parameters"],
         **dataflow).set_display_name("preprocess")
     preprocess_done = WaitGcpResourcesOp(
         gcp_resources=preprocess.outputs["gcp_resources"]).set_display_name("wait-preprocess")
@@ -61,7 +61,7 @@ def nightly(project: str, location: str, template_path: str, image: str, ga_tabl
         base_output_directory=plan.outputs["output_dir"]).set_display_name("train")
     train.after(preprocess_done)
     predict = DataflowFlexTemplateJobOp(
-        job_name="ga-wals-predict", parameters=plan.outputs["predict_parameters"],
+        job_name=f"ga-wals-predict-{plan.outputs['job_suffix']}", parameters=plan.outputs["predict_parameters"],
         **dataflow).set_display_name("predict")
     predict.after(train)
     predict_done = WaitGcpResourcesOp(

@@ -10,7 +10,7 @@ def plan_run(schedule_time: str, create_time: str, output_root: str, ga_table: s
              top_k: int) -> NamedTuple("RunPlan", [("output_dir", str), ("start_date", str),
                                                    ("end_date", str), ("preprocess_parameters", dict),
                                                    ("worker_pool_specs", list),
-                                                   ("predict_parameters", dict)]):
+                                                   ("predict_parameters", dict), ("job_suffix", str)]):
     """The run for the day of `schedule_time` (a scheduled run; a manual run uses `create_time`):
     sessions of the `window_days` full days before it, everything under output_root/YYYYMMDD.
 
@@ -21,9 +21,12 @@ def plan_run(schedule_time: str, create_time: str, output_root: str, ga_table: s
 
     def utc(text):
         try:
-            return dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+            when = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
         except (AttributeError, ValueError):
-            return None
+            return None  # e.g. the schedule-time placeholder of a run nobody scheduled
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.timezone.utc)
+        return when if when.year >= 2000 else None  # an unset time read as the epoch
 
     when = utc(schedule_time) or utc(create_time)
     if when is None:
@@ -37,16 +40,20 @@ def plan_run(schedule_time: str, create_time: str, output_root: str, ga_table: s
     preprocess = {"stages": "preprocess", "source": "bigquery", "table": ga_table,
                   "ga_preset": ga_preset, "start_date": f"{start:%Y%m%d}", "end_date": f"{end:%Y%m%d}",
                   "output_dir": output_dir, "overwrite": "true", "no_report": "true"}
-    # no --overwrite for training: a retried run resumes from its checkpoints
+    # --overwrite: a rerun of the day republishes preproc/ (a new run id), and the day's model
+    # must then be trained again from it (without it the trainer refuses another preproc run)
     trainer_args = [f"--input_dir={output_dir}/preproc", f"--output_dir={output_dir}/model",
-                    f"--top_k={top_k}"] + list(trainer_flags)
+                    f"--top_k={top_k}", "--overwrite"] + list(trainer_flags)
     worker_pool_specs = [{"machine_spec": {"machine_type": trainer_machine_type}, "replica_count": 1,
                           "container_spec": {"image_uri": image,
                                              "command": ["python", "-m", "trainer.task"],
                                              "args": trainer_args}}]
     predict = {"stages": "predict", "engine": "beam", "mode": "items_for_user", "top_k": str(top_k),
                "output_dir": output_dir, "overwrite": "true", "no_report": "true"}
-    return (output_dir, f"{start:%Y%m%d}", f"{end:%Y%m%d}", preprocess, worker_pool_specs, predict)
+    # Dataflow job names must be unique among running jobs: a manual rerun may overlap the night's
+    job_suffix = when.astimezone(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return (output_dir, f"{start:%Y%m%d}", f"{end:%Y%m%d}", preprocess, worker_pool_specs, predict,
+            job_suffix)
 
 
 RunPlan = plan_run.__annotations__["return"]  # the named outputs, for callers outside a pipeline

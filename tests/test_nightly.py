@@ -52,6 +52,8 @@ def test_a_scheduled_run_covers_the_full_days_before_it_in_its_own_folder():
         _plan(window_days=0)
     with pytest.raises(ValueError, match="no run time"):
         _plan(schedule_time="", create_time="")
+    unset = _plan(schedule_time="1970-01-01T00:00:00Z", create_time="2026-05-02T10:00:00Z")
+    assert unset.output_dir.endswith("/20260502") and unset.job_suffix == "20260502-100000"
 
 
 def _launch_argv(parameters: dict) -> list[str]:
@@ -90,7 +92,8 @@ def test_training_runs_the_trainer_on_that_days_folder():
     args = task.build_parser().parse_args(container["args"])
     assert (args.input_dir, args.output_dir) == ("gs://my-bucket/ga-wals/20260311/preproc",
                                                  "gs://my-bucket/ga-wals/20260311/model")
-    assert args.epochs == 20 and args.top_k == 12 and not args.overwrite  # a retry resumes
+    assert args.epochs == 20 and args.top_k == 12
+    assert args.overwrite  # a rerun of the day retrains on the day's republished preproc/
     task.validate_args(args)
 
 
@@ -129,6 +132,7 @@ def test_the_pipeline_chains_dataflow_vertex_dataflow_each_waiting_for_the_last(
         inputs = by_name[name]["inputs"]["parameters"]
         assert inputs["container_spec_gcs_path"] == {"componentInputParameter": "template_path"}
         assert inputs["sdk_container_image"] == {"componentInputParameter": "image"}
+        assert "job_suffix" in json.dumps(inputs["job_name"])  # unique per run: reruns may overlap
         assert inputs["parameters"]["taskOutputParameter"] == {
             "outputParameterKey": f"{name}_parameters", "producerTask": task_id["plan-run"]}
     executors = compiled["deploymentSpec"]["executors"]
