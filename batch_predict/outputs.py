@@ -66,7 +66,11 @@ class Staging:
             raise ArtifactError(f"{output_dir} already holds predictions ({names[0]}, ...); "
                                 "pass --overwrite to replace them")
         parent = posixpath.dirname(self.output_dir)
-        self.dir = join(parent, f"_tmp_predict_{self.run_id[:12]}") if parent else f"_tmp_predict_{self.run_id[:12]}"
+        scratch = join(parent, "_tmp_predict_") if parent else "_tmp_predict_"
+        if overwrite:  # scratch of failed or refused runs (a finished run removes its own)
+            for stale in tf.io.gfile.glob(scratch + "*"):
+                tf.io.gfile.rmtree(stale)
+        self.dir = scratch + self.run_id[:12]
         tf.io.gfile.makedirs(self.dir)
 
     @classmethod

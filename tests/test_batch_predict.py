@@ -155,8 +155,10 @@ def test_existing_outputs_need_overwrite(tmp_path):
     run(predict_args(preproc, model, out, outputs=["popular_items"], top_k=2), [])
     with pytest.raises(ArtifactError, match="--overwrite"):
         run(predict_args(preproc, model, out, outputs=[]), [])
+    os.makedirs(os.path.join(tmp_path, "_tmp_predict_0dead", "x"))  # a failed run's scratch
     run(predict_args(preproc, model, out, outputs=[], top_k=3, overwrite=True), [])
     assert sorted(os.listdir(out)) == ["batch_pred-00000-of-00001", "manifest.json"]  # old extras replaced
+    assert not os.path.exists(os.path.join(tmp_path, "_tmp_predict_0dead"))
     assert max(len(v) for v in read_topk(out).values()) == 3
 
 
