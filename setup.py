@@ -19,7 +19,7 @@ setuptools.setup(
     package_data={"pipeline": ["data/*"]},
     install_requires=REQUIRED,
     extras_require={
-        "test": ["pytest==9.2.0", "sqlglot==30.30.0", "duckdb==2.0.0"],
+        "test": ["pytest==9.2.0", "sqlglot==30.30.0", "duckdb==2.0.0", "hypothesis==6.170.15"],
         "bench": ["implicit==0.7.3"],
     },
 )

@@ -68,7 +68,7 @@ def read_json(path: str, missing: MissingError | None = None) -> dict:
 
 def write_json(path: str, payload: dict) -> None:
     with tf.io.gfile.GFile(path, "w") as f:
-        json.dump(payload, f, indent=2, sort_keys=True)
+        json.dump(payload, f, indent=2, sort_keys=True, allow_nan=False)  # strict JSON, always
 
 
 def read_npy(path: str, missing: MissingError | None = None) -> np.ndarray:

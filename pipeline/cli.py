@@ -1,5 +1,8 @@
-"""Flags shared by several stages, so `pipeline.run` and each stage's own entry point agree."""
+"""Flags shared by several stages, so `pipeline.run` and each stage's own entry point agree,
+and the checks every numeric flag goes through (one place: argparse types and `check_range`)."""
 import argparse
+import math
+import os
 
 DEFAULT_OUTPUT_DIR = "output"
 
@@ -28,3 +31,38 @@ def stage_parser(prog: str, description: str, paths: dict[str, str], add_stage_a
     add_shared_args(parser)
     add_stage_args(parser)
     return parser
+
+
+def finite_float(text: str) -> float:
+    """argparse type of every float flag: a finite number (NaN or inf exit 2 at parse time)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def check_range(args: argparse.Namespace, name: str, low=None, high=None, *,
+                low_open: bool = False, high_open: bool = False) -> None:
+    """ValueError naming --name unless low <= value <= high (or < with *_open); NaN never passes."""
+    value = getattr(args, name)
+    ok = isinstance(value, (int, float)) and math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        lo = "" if low is None else ("(" if low_open else "[") + f"{low}, "
+        hi = "" if high is None else f"{high}" + (")" if high_open else "]")
+        where = f"in {lo or '(-inf, '}{hi or 'inf)'}"
+        raise ValueError(f"--{name} must be {where}, got {value}")
+
+
+def machine_memory_bytes() -> int:
+    """Physical memory of this machine (0 when unknown)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0

@@ -54,17 +54,26 @@ REJECT_REASONS = (
     "non_numeric_hit_number",  # a PAGE hit's hitNumber absent or not an integer
     "duplicate_hit_number",  # two PAGE hits share a hitNumber: page order would be ambiguous
     "empty_content_id",      # the content dimension / productSKU is present but empty
-    "separator_in_user_id",  # fullVisitorId holds a TAB, CR or LF (see ID_SEPARATORS)
-    "separator_in_item_id",  # a content id / productSKU holds a comma, TAB, CR or LF
+    "separator_in_user_id",  # fullVisitorId holds a comma, TAB or line break (see ID_FORBIDDEN)
+    "separator_in_item_id",  # a content id / productSKU holds one
     "absurd_duration",       # a time on page above max_time_on_page_ms
 )
 
 _INT_TEXT = re.compile(r"[+-]?\d+")
 
-# Characters an id must not hold, because batch prediction writes one line per user,
-# `visitorId<TAB>contentId1,contentId2,...` (and vocabularies are one id per line).
-ID_SEPARATORS = {"user_id": "\t\r\n", "item_id": ",\t\r\n"}
+# What an id may hold, decided once for every output: not the characters the text outputs
+# separate with. Prediction lines are `id<TAB>id1,id2,...` on both sides (batch_pred,
+# users_for_item, similar_items), vocabularies are one id per line, and Python's
+# str.splitlines() also ends a line at \v \f \x1c-\x1e \x85 \u2028 \u2029. Ids holding any of these
+# are rejected (counted, with a reason); CSV and JSON outputs quote and escape by their standards.
+ID_FORBIDDEN = ",\t\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+ID_SEPARATORS = {"user_id": ID_FORBIDDEN, "item_id": ID_FORBIDDEN}
 _SEPARATOR_RES = {side: re.compile(f"[{re.escape(chars)}]") for side, chars in ID_SEPARATORS.items()}
+
+
+def re2_class(chars: str) -> str:
+    """`chars` as an RE2 character class (BigQuery, DuckDB and pyarrow all use RE2)."""
+    return "[" + "".join(f"\\x{{{ord(c):x}}}" for c in chars) + "]"
 
 
 def id_separator_reason(side: str, value: str) -> str | None:

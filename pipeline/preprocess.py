@@ -31,7 +31,8 @@ from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 from tfx_bsl.public import tfxio
 from tfx_bsl.tfxio import tensor_representation_util
 
-from pipeline import artifacts, beam_runner, cli, columnar, examples, ga, sample, sources, sql
+from pipeline import (artifacts, beam_runner, cli, columnar, examples, ga, sample, sources, sql,
+                      textio)
 from pipeline.preprocess_finish import REFUSED, FinishPreprocess, PreprocessError, make_plan
 from transforms import preprocessing as pp
 
@@ -66,13 +67,13 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--content_dimension", type=int, default=ga.DEFAULT_CONTENT_DIMENSION,
                    help="news preset: index of the hit-level custom dimension holding the "
                         "content id (GA360 has 1..200).")
-    g.add_argument("--purchase_weight", type=float, default=ga.DEFAULT_PURCHASE_WEIGHT,
+    g.add_argument("--purchase_weight", type=cli.finite_float, default=ga.DEFAULT_PURCHASE_WEIGHT,
                    help="ecommerce preset: score of one purchase, in product detail views (a "
                         "view scores 1). The default %(default)s counts a purchase as that many "
                         "views, a rarer and stronger preference signal; 0 ignores purchases.")
-    g.add_argument("--rating_scale", type=float, default=pp.DEFAULT_RATING_SCALE,
+    g.add_argument("--rating_scale", type=cli.finite_float, default=pp.DEFAULT_RATING_SCALE,
                    help="rating = min(scale * value / median, 1)")
-    g.add_argument("--max_rejected_fraction", type=float, default=0.1,
+    g.add_argument("--max_rejected_fraction", type=cli.finite_float, default=0.1,
                    help="Fail (after writing rejects) when rejected/input rows exceeds this.")
     g.add_argument("--vocabulary_analyzer", choices=pp.VOCABULARY_ANALYZERS, default="batched",
                    help="TFT analyzer computing vocab_users / vocab_items; both write the same "
@@ -258,13 +259,16 @@ def check_output_dir(preproc: str, overwrite: bool) -> None:
 
 def validate_args(args: argparse.Namespace) -> None:
     """Flag checks that need no data (the driver runs them before any stage starts)."""
-    if not 0 <= args.max_rejected_fraction <= 1:
-        raise ValueError(f"--max_rejected_fraction must be in [0, 1], got {args.max_rejected_fraction}")
-    if not args.rating_scale > 0:
-        raise ValueError(f"--rating_scale must be > 0, got {args.rating_scale}")
-    with_default_input(args)
+    cli.check_range(args, "max_rejected_fraction", 0, 1)
+    cli.check_range(args, "rating_scale", 0, low_open=True)
+    cli.check_range(args, "purchase_weight", 0)
+    cli.check_range(args, "content_dimension", 1, sql.MAX_CUSTOM_DIMENSION)
+    cli.check_range(args, "group_shards", 1, 4096)
+    args = with_default_input(args)
     if args.source == "bigquery":
         sources.source_transform(args)  # validates --table, dates and preset options (no I/O)
+    else:
+        textio.matching_files(args.input)  # a glob matching nothing is a bad flag (exit 2)
 
 
 def with_default_input(args: argparse.Namespace) -> argparse.Namespace:

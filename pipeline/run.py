@@ -202,7 +202,7 @@ def check_flags(args: argparse.Namespace) -> None:
             continue
         try:
             validate(stage_args(stage, args))
-        except ValueError as exc:
+        except (ValueError, FileNotFoundError) as exc:
             raise UsageError(str(exc)) from None
 
 

@@ -26,7 +26,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from pipeline import ga
-from pipeline.textio import ReadLineBatches, matching_files
+from pipeline.textio import InputFileError, ReadLineBatches, matching_files
 
 REQUIRED_COLUMNS = ("user_id", "item_id", "rating")
 _MAX_RAW_CHARS = 10_000  # a reject keeps enough of the row to debug it, not a 100 MB line
@@ -185,13 +185,23 @@ def read_interactions_header(file_pattern: str) -> InteractionsHeader:
     """Reads the header of every matching file; they must agree (one delimiter, one layout)."""
     headers = {}
     for metadata in matching_files(file_pattern):
-        with FileSystems.open(metadata.path) as f:  # compression detected from the extension
-            first_line = f.readline().decode("utf-8", errors="replace")
+        try:
+            with FileSystems.open(metadata.path) as f:  # compression detected from the extension
+                first_line = f.readline().decode("utf-8", errors="replace")
+        except Exception as exc:  # noqa: BLE001 - e.g. a .gz that is not gzip: name the file
+            raise InputFileError(f"{metadata.path}: cannot read its header ({type(exc).__name__}: "
+                                 f"{exc})") from None
         headers[metadata.path] = parse_header(first_line)
     if len(set(headers.values())) > 1:
         raise ValueError(f"interactions files under {file_pattern!r} have different headers: "
                          f"{sorted(set(headers.values()))}")
     return next(iter(headers.values()))
+
+
+# Largest value a row may carry: the values are stored as float32 (max ~3.4e38) after summing
+# per (user, item), so a value may be at most 2**-20 of that for up to a million rows of one
+# pair to sum without overflow. Larger values are rejected, never clipped or turned into inf.
+MAX_VALUE = float(np.finfo(np.float32).max) / 2 ** 20
 
 
 def _rating_reason(text: str, rating: float) -> str | None:
@@ -201,6 +211,8 @@ def _rating_reason(text: str, rating: float) -> str | None:
         return "rating_infinite"
     if rating < 0:
         return "rating_negative"
+    if rating > MAX_VALUE:
+        return "rating_out_of_range"
     return None
 
 
@@ -216,8 +228,7 @@ def _bad_id_reason(visitor: str, content: str) -> str | None:
 
 
 # ga.ID_SEPARATORS as RE2 character classes, for the vectorised fast path
-_SEPARATOR_PATTERNS = {side: "[" + "".join(f"\\x{ord(c):02x}" for c in chars) + "]"
-                       for side, chars in ga.ID_SEPARATORS.items()}
+_SEPARATOR_PATTERNS = {side: ga.re2_class(chars) for side, chars in ga.ID_SEPARATORS.items()}
 
 
 class _InteractionsParser:
@@ -234,6 +245,8 @@ class _InteractionsParser:
         so it never has to explain a reject; any doubt -> None and the exact row-by-row path."""
         h = self._header
         data = b"\n".join(lines)
+        if b'"' in data:  # quoting is parsed by one parser only, so a row's fate never
+            return None   # depends on which rows share its batch
         try:
             data.decode("utf-8")  # pyarrow's invalid-row callback cannot report non-UTF-8 text
         except UnicodeDecodeError:
@@ -258,6 +271,7 @@ class _InteractionsParser:
         users, items = table.column(names[h.user_col]), table.column(names[h.item_col])
         ratings = table.column(names[h.rating_col])
         bad = pc.or_kleene(pc.invert(pc.is_finite(ratings)), pc.less(ratings, 0.0))
+        bad = pc.or_kleene(bad, pc.greater(ratings, MAX_VALUE))
         for side, ids in (("user_id", users), ("item_id", items)):
             bad = pc.or_kleene(bad, pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(ids)), 0))
             bad = pc.or_kleene(bad, pc.match_substring_regex(ids, _SEPARATOR_PATTERNS[side]))
@@ -289,7 +303,7 @@ class _InteractionsParser:
             rating_texts.append(fields[h.rating_col])
             kept_texts.append(text)
         ratings = _to_float(rating_texts)
-        good = np.isfinite(ratings) & (ratings >= 0)
+        good = np.isfinite(ratings) & (ratings >= 0) & (ratings <= MAX_VALUE)
         for index in np.flatnonzero(~good):
             rejects.append((kept_texts[index], _rating_reason(rating_texts[index], ratings[index])))
         keep = np.flatnonzero(good).tolist()
@@ -308,10 +322,13 @@ def _split_fields(text: str, delimiter: str) -> list[str] | None:
 
 
 def _decode_lines(lines: list[bytes]) -> tuple[list[str], list[tuple[bytes, str]]]:
-    """UTF-8 decodes lines (whole batch at once when possible); a line with a newline-like
-    character inside is impossible here, so a joined decode splits back exactly."""
+    """UTF-8 decodes lines (whole batch at once when possible: when no record holds a newline,
+    of a quoted multi-line field, the joined text splits back exactly)."""
+    joined = b"\n".join(lines)
     try:
-        return b"\n".join(lines).decode("utf-8").split("\n"), []
+        if joined.count(b"\n") == len(lines) - 1:
+            return joined.decode("utf-8").split("\n"), []
+        return [line.decode("utf-8") for line in lines], []
     except UnicodeDecodeError:
         texts, rejects = [], []
         for line in lines:
@@ -342,11 +359,13 @@ class ReadInteractions(beam.PTransform):
     def __init__(self, file_pattern: str):
         super().__init__()
         self._file_pattern = file_pattern
-        self._parser = _InteractionsParser(read_interactions_header(file_pattern))
+        self._header = read_interactions_header(file_pattern)
+        self._parser = _InteractionsParser(self._header)
 
     def expand(self, pipeline):
         return (pipeline
-                | "ReadLines" >> ReadLineBatches(self._file_pattern, skip_header_lines=1)
+                | "ReadLines" >> ReadLineBatches(self._file_pattern, skip_header_lines=1,
+                                                 csv_delimiter=self._header.delimiter)
                 | "ParseInteractions" >> _ParseBatches(self._parser, "interactions"))
 
 
@@ -362,7 +381,8 @@ def _parse_bigquery_rows(rows: list[dict]) -> ParsedBatch:
             rejects.append((row, "malformed_bigquery_row"))
             continue
         reason = (_bad_id_reason(str(visitor or ""), str(content or ""))
-                  or ("non_positive_value" if not (math.isfinite(value) and value > 0) else None))
+                  or ("non_positive_value" if not (math.isfinite(value) and value > 0) else None)
+                  or ("value_out_of_range" if value > MAX_VALUE else None))
         if reason:
             rejects.append((row, reason))
         else:

@@ -25,7 +25,7 @@ import math
 import re
 
 from pipeline.ga import (DEFAULT_CONTENT_DIMENSION, DEFAULT_MAX_TIME_ON_PAGE_MS,
-                         DEFAULT_PURCHASE_WEIGHT, PRESETS)
+                         DEFAULT_PURCHASE_WEIGHT, ID_SEPARATORS, PRESETS, re2_class)
 
 # project: 6-30 chars, lowercase letters/digits/hyphens, optional legacy "domain.com:" prefix;
 # dataset: letters/digits/underscores (GA360 export datasets are numeric view ids); table: letters/digits/underscores/hyphens, optional `*`.
@@ -37,7 +37,8 @@ _DATE_RE = re.compile(r"\d{8}")
 MAX_CUSTOM_DIMENSION = 200  # GA360 has custom dimensions 1..200
 # Ids that would break the prediction files (pipeline.ga.ID_SEPARATORS): the session is dropped,
 # as pipeline.ga rejects it.
-_BAD_IDS = (r"REGEXP_CONTAINS(contentId, r'[,\t\r\n]') OR REGEXP_CONTAINS(visitorId, r'[\t\r\n]')")
+_BAD_IDS = (f"REGEXP_CONTAINS(contentId, r'{re2_class(ID_SEPARATORS['item_id'])}') "
+            f"OR REGEXP_CONTAINS(visitorId, r'{re2_class(ID_SEPARATORS['user_id'])}')")
 
 
 def validate_table(table: str) -> str:

@@ -25,9 +25,9 @@ def _interactions(path, bad_rows: int, good_rows: int = 200):
         writer = csv.writer(f)
         writer.writerow(["user_id", "item_id", "rating"])
         for n in range(good_rows):
-            writer.writerow([f"user,{n % USERS}", f"item/{(n * 7) % ITEMS}", 1 + n % 5])
+            writer.writerow([f"user;{n % USERS}", f"item/{(n * 7) % ITEMS}", 1 + n % 5])
         for n in range(bad_rows):
-            writer.writerow([f"user,{n}", "item/0", "not-a-number"])
+            writer.writerow([f"user;{n}", "item/0", "not-a-number"])
     return good_rows + bad_rows
 
 
@@ -70,7 +70,7 @@ def test_template_launch_of_preprocess_publishes_a_complete_preproc(launched):
     output = tft.TFTransformOutput(str(preproc))
     assert output.vocabulary_size_by_name("vocab_users") == metadata["nusers"] == USERS
     assert output.vocabulary_size_by_name("vocab_items") == metadata["nitems"] == ITEMS
-    assert {b"user,0", b"user,29"} <= set(output.vocabulary_by_name("vocab_users"))
+    assert {b"user;0", b"user;29"} <= set(output.vocabulary_by_name("vocab_users"))
     rejected = [json.loads(line) for path in glob.glob(str(preproc / "rejected-*"))
                 for line in open(path) if line.strip()]
     assert len(rejected) == 3 and all(r["reason"] for r in rejected)
@@ -113,7 +113,7 @@ def test_template_launch_of_beam_predict_publishes_predictions(launched):
     assert sorted(manifest["files"]) == sorted(n for n in os.listdir(predictions) if n != "manifest.json")
     lines = [line for path in glob.glob(str(predictions / "batch_pred-*")) for line in open(path)]
     visitors = [line.rstrip("\n").split("\t")[0] for line in lines]
-    assert sorted(visitors) == sorted(f"user,{n}" for n in range(USERS))  # ids read back exactly
+    assert sorted(visitors) == sorted(f"user;{n}" for n in range(USERS))  # ids read back exactly
     assert glob.glob(str(predictions / "similar_items-*"))  # staged by the driver, published by the job
     assert not glob.glob(str(out / "_tmp_predict_*"))
 

@@ -24,19 +24,21 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GOOD_ROWS = ["u1,i1,3,100", "u1,i2,1,100", "u2,i1,5,100", "u3,i3,2,100", "u2,i3,4,100",
              "u1,i1,2,100",            # same pair again: summed to 5
              "u4,i2,0,100",            # valid row, but its pair sums to 0 and is dropped
-             '"u,5",i2,6,100',         # quoted id containing the delimiter
+             '"u ""5""",i2,6,100',     # quoted id with a space and escaped quotes
              "u6,i4,1.5,100"]
 BAD_ROWS = {"u7,,3,100": "empty_item_id", " ,i1,3,100": "empty_user_id",
             "u8,i1,nan,100": "rating_nan", "u8,i1,-2,100": "rating_negative",
             "u8,i1,abc,100": "rating_not_numeric", "u8,i1,inf,100": "rating_infinite",
+            "u8,i1,1e300,100": "rating_out_of_range",  # beyond what float32 sums can hold
             "u9,i1,3": "wrong_column_count", "": "wrong_column_count",
             'u10,"i1,3,100': "malformed_quoting",
             # would corrupt batch_pred lines (visitorId<TAB>contentId1,contentId2,...)
             'u12,"i,1",3,100': "separator_in_item_id", '"u\t13",i1,3,100': "separator_in_user_id",
+            '"u,15",i1,3,100': "separator_in_user_id",  # a comma splits users_for_item lines
             'u14,"i\r1",3,100': "separator_in_item_id"}
 NOT_UTF8 = b"u11,\xff\xfe,3,100"
 EXPECTED_VALUES = {("u1", "i1"): 5.0, ("u1", "i2"): 1.0, ("u2", "i1"): 5.0, ("u3", "i3"): 2.0,
-                   ("u2", "i3"): 4.0, ("u,5", "i2"): 6.0, ("u6", "i4"): 1.5}
+                   ("u2", "i3"): 4.0, ('u "5"', "i2"): 6.0, ("u6", "i4"): 1.5}
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +89,8 @@ def test_bad_input_identity_and_reasons(comma_run):
 def test_metadata_file_and_tft_output(comma_run):
     metadata, preproc = comma_run
     with open(os.path.join(preproc, "metadata.json")) as f:
-        assert json.load(f) == metadata
+        strict = json.loads(f.read(), parse_constant=lambda c: pytest.fail(f"{c} in metadata.json"))
+    assert strict == metadata
     output = tft.TFTransformOutput(preproc)
     assert set(output.raw_feature_spec()) == {"visitorId", "contentId", "value"}
     assert set(output.transformed_feature_spec()) == {"userId", "itemId", "rating"}

@@ -40,10 +40,11 @@ def test_parse_header_detects_delimiter_and_columns():
 def test_interactions_fast_and_row_by_row_paths_agree():
     header = sources.parse_header("user_id,item_id,rating")
     parser = sources._InteractionsParser(header)
-    clean = [b"u1,i1,3", b'"u,2",i2,0.5', b"u3,i1,1e2"]
+    clean = [b"u1,i1,3", b"u 2,i2,0.5", b"u3,i1,1e2"]
     fast = parser._clean_batch(clean)
     slow = parser._row_by_row(clean)
     assert fast is not None and fast.rows.equals(slow.rows) and not fast.rejects
+    assert parser._clean_batch(clean + [b'"u4",i4,1']) is None  # quoting: the csv module only
     assert parser._clean_batch(clean + [b"u4,i1,-1"]) is None  # any bad row -> exact path
     parsed = parser(clean + [b"u4,i1,-1"])
     assert parsed.input_rows == 4 and parsed.rejects == [("u4,i1,-1", "rating_negative")]
@@ -51,23 +52,24 @@ def test_interactions_fast_and_row_by_row_paths_agree():
 
 @pytest.mark.parametrize("delimiter", [",", "\t"])
 def test_ids_holding_a_prediction_file_separator_are_rejected(delimiter):
-    # batch_pred lines are visitorId<TAB>contentId1,contentId2,...: TAB/CR/LF may not be in a
-    # user id, nor a comma, TAB, CR or LF in an item id (LF cannot occur inside a line here)
+    # text outputs are id<TAB>id1,id2,... on both sides: no comma, TAB or line break in any id
     parser = sources._InteractionsParser(sources.parse_header(f"user_id{delimiter}item_id{delimiter}rating"))
 
     def line(user, item):
         return delimiter.join(f'"{field}"' for field in (user, item, "1")).encode()
 
-    good = [line("u,1", "i1"), line("u 2;x", "i 2;x")]
+    good = [line("u 1;x", "i 1;x"), line("u|2", "i 2")]
     bad = {line("u\t3", "i1"): "separator_in_user_id", line("u\r4", "i1"): "separator_in_user_id",
+           line("u,8", "i1"): "separator_in_user_id", line("u9", "i\u20289"): "separator_in_item_id",
            line("u5", "i,5"): "separator_in_item_id", line("u6", "i\t6"): "separator_in_item_id",
            line("u7", "i\r7"): "separator_in_item_id"}
-    assert parser._clean_batch(good) is not None
     for row, reason in bad.items():
         assert parser._clean_batch(good + [row]) is None  # the fast path never accepts one
         parsed = parser(good + [row])
         assert parsed.rejects == [(row.decode(), reason)] and parsed.rows.num_rows == 2
-        assert parsed.rows.column("visitorId").to_pylist() == [b"u,1", b"u 2;x"]
+        assert parsed.rows.column("visitorId").to_pylist() == [b"u 1;x", b"u|2"]
+    unquoted = [b"u1,i1,1", b"u2,i2,2"] if delimiter == "," else [b"u1\ti1\t1", b"u2\ti2\t2"]
+    assert parser._clean_batch(unquoted) is not None  # the fast path still serves plain files
 
 
 def test_bigquery_source_runs_the_validated_preset_query(tmp_path):
@@ -89,13 +91,14 @@ def test_bigquery_rows_are_checked():
         {"visitorId": "v2", "contentId": "c1", "value": 0},
         {"visitorId": "v2"},
         {"visitorId": "v\t3", "contentId": "c1", "value": 1.0},
-        {"visitorId": "v,4", "contentId": "c\n1", "value": 1.0},
-        {"visitorId": "v,4", "contentId": "c1", "value": 2.0}])
-    assert parsed.rows.num_rows == 2 and parsed.input_rows == 7
-    assert parsed.rows.column("visitorId").to_pylist() == [b"v1", b"v,4"]
+        {"visitorId": "v 4", "contentId": "c\n1", "value": 1.0},
+        {"visitorId": "v 4", "contentId": "c1", "value": 2.0},
+        {"visitorId": "v,5", "contentId": "c1", "value": 2.0}])
+    assert parsed.rows.num_rows == 2 and parsed.input_rows == 8
+    assert parsed.rows.column("visitorId").to_pylist() == [b"v1", b"v 4"]
     assert [reason for _, reason in parsed.rejects] == [
         "empty_item_id", "non_positive_value", "malformed_bigquery_row", "separator_in_user_id",
-        "separator_in_item_id"]
+        "separator_in_item_id", "separator_in_user_id"]
 
 
 def test_local_runner_defaults():

@@ -124,13 +124,20 @@ def _rejected_by_ga_but_typed(sessions):
     def tab_in_visitor(_, session):
         session["fullVisitorId"] = "visitor\t7"
 
+    def comma_in_visitor(_, session):  # would split a users_for_item line
+        session["fullVisitorId"] = "visitor,8"
+
+    def line_separator_in_content(hit, _):  # str.splitlines() ends a line at U+2028
+        hit["customDimensions"] = [{"index": "10", "value": "article\u202843"}]
+
     def newline_in_sku(_, session):
         session["hits"].append({"hitNumber": "97", "time": "1", "type": "EVENT",
                                 "eCommerceAction": {"action_type": "2"},
                                 "product": [{"productSKU": "sku\n1", "isImpression": None}]})
 
     changes = (absurd, empty_content, duplicate_hit_number, null_time, empty_sku,
-               comma_in_content, tab_in_visitor, newline_in_sku)
+               comma_in_content, tab_in_visitor, newline_in_sku, comma_in_visitor,
+               line_separator_in_content)
     # as extra sessions of a real visitor (only that session may vanish) and as lone visitors
     return [variant(100 + i, change) for i, change in enumerate(changes)] + [
         dict(variant(1, change), fullVisitorId=f"bad-{i}") for i, change in enumerate(changes)]

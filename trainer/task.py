@@ -53,16 +53,16 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     """Flags owned by the train stage (shared ones come from pipeline/cli.py)."""
     group = parser.add_argument_group("trainer (WALS)")
     group.add_argument("--n_embeds", type=int, default=128, help="Latent factors k.")
-    group.add_argument("--regularization", type=float, default=5.0,
+    group.add_argument("--regularization", type=cli.finite_float, default=5.0,
                        help="L2 weight λ on both factor matrices (> 0).")
-    group.add_argument("--unobserved_weight", type=float, default=1.0,
+    group.add_argument("--unobserved_weight", type=cli.finite_float, default=1.0,
                        help="Weight w0 of every unobserved (user, item) pair.")
     group.add_argument("--col_weights", choices=wals.COL_WEIGHT_SCHEMES, default="log",
                        help="Observed-entry weight c_j per item: none = 1, linear = "
                             "feature_wt_factor / n_j, log = (1 / n_j) ** feature_wt_exp.")
-    group.add_argument("--feature_wt_factor", type=float, default=130.0,
+    group.add_argument("--feature_wt_factor", type=cli.finite_float, default=130.0,
                        help="Factor of --col_weights linear.")
-    group.add_argument("--feature_wt_exp", type=float, default=0.1,
+    group.add_argument("--feature_wt_exp", type=cli.finite_float, default=0.1,
                        help="Exponent of --col_weights log (negative favours popular items).")
     group.add_argument("--epochs", type=int, default=15, help="Full WALS sweeps.")
     group.add_argument("--batch_size", type=int, default=1024,
@@ -76,7 +76,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                             "preconditioned by the Gramian (approximate; ~3x faster at k=128).")
     group.add_argument("--cg_steps", type=int, default=3,
                        help="CG steps per row and half-step with --solver cg.")
-    group.add_argument("--eval_fraction", type=float, default=0.2,
+    group.add_argument("--eval_fraction", type=cli.finite_float, default=0.2,
                        help="Seeded share of each user's interactions held out for metrics "
                             "(metrics.json comes from a model trained without them); 0 writes "
                             "no metrics.json.")
@@ -133,13 +133,40 @@ def _entry_weights(users, items, nitems, args) -> np.ndarray:
                                args.feature_wt_exp)[items]
 
 
+MAX_N_EMBEDS = 8192  # far beyond any useful k; larger values are typos
+
+
 def validate_args(args: argparse.Namespace) -> None:
     """Flag checks that need no data (the driver runs them before any stage starts)."""
-    for name in ("n_embeds", "epochs", "batch_size", "batch_entries", "cg_steps", "top_k"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
-    if args.regularization <= 0 or args.unobserved_weight < 0:
-        raise ValueError("--regularization must be > 0 and --unobserved_weight >= 0")
+    for name in ("epochs", "batch_size", "batch_entries", "cg_steps", "top_k"):
+        cli.check_range(args, name, 1)
+    cli.check_range(args, "n_embeds", 1, MAX_N_EMBEDS)
+    cli.check_range(args, "regularization", 0, low_open=True)
+    cli.check_range(args, "unobserved_weight", 0)
+    cli.check_range(args, "feature_wt_factor", 0, low_open=True)
+    cli.check_range(args, "feature_wt_exp", -10, 10)
+    cli.check_range(args, "eval_fraction", 0, 1, high_open=True)
+    if getattr(args, "trainer", "local") == "local":  # a Vertex AI machine is sized elsewhere
+        check_memory(args, nrows=0)
+
+
+def memory_estimate_bytes(args: argparse.Namespace, nrows: int) -> int:
+    """Peak bytes of training, roughly: the batched solves ([batch, k, k] systems and their
+    factorisations, the padded ratings) and the factor matrices (both sides, with their copies)."""
+    k = args.n_embeds
+    solves = 3 * args.batch_size * k * k * 4 + 4 * args.batch_entries * k * 4
+    return solves + 4 * nrows * k * 4
+
+
+def check_memory(args: argparse.Namespace, nrows: int) -> None:
+    """ValueError when training cannot fit this machine's memory (nrows: users + items)."""
+    need, have = memory_estimate_bytes(args, nrows), cli.machine_memory_bytes()
+    if have and need > 0.8 * have:
+        raise ValueError(
+            f"--n_embeds {args.n_embeds} with --batch_size {args.batch_size}"
+            + (f" for {nrows:,} users + items" if nrows else "")
+            + f" needs about {need / 2**30:.1f} GiB, more than this machine's "
+              f"{have / 2**30:.1f} GiB can give; lower --n_embeds or --batch_size")
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -165,6 +192,7 @@ def _op_determinism():
 
 def _run(args: argparse.Namespace, start: float) -> dict:
     matrix, metadata = wals_input.load_matrix(args.input_dir, args.batch_size)
+    check_memory(args, matrix.nusers + matrix.nitems)
     held = (metrics.split_holdout(matrix.users, args.eval_fraction, args.seed)
             if args.eval_fraction > 0 else np.zeros(matrix.nnz, bool))
     preproc_dir = absolute(args.input_dir)

@@ -57,7 +57,7 @@ def _regex(action: argparse.Action) -> str | None:
         return "^(" + "|".join(re.escape(str(c)) for c in action.choices) + ")$"
     if action.type is int:
         return INT
-    if action.type is float:
+    if action.type is float or getattr(action.type, "__name__", "") == "finite_float":
         return FLOAT
     return r"^\S+$"  # free text without spaces (paths, ids)
 
