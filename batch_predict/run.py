@@ -58,6 +58,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--block_size", type=int, default=2048,
                        help="Query rows scored per matrix product (memory ~ block_size x catalog).")
     group.add_argument("--n_similar", type=int, default=10, help="Similar items per item.")
+    group.add_argument("--keep_versions", type=int, default=3,
+                       help="SavedModel versions kept under model/export/ (the newest; older ones "
+                            "are deleted only after a new version is complete); 0 keeps all.")
     group.add_argument("--write_scores", action="store_true",
                        help="Also write *_scores-*.jsonl with the score of every recommendation.")
     group.add_argument("--ignore_preproc_path", action="store_true",
@@ -117,7 +120,7 @@ def _beam_spec(direction: Direction, args, candidate_counts: np.ndarray) -> dict
 
 
 def _run_beam_job(directions: list[Direction], args, staging: out.Staging, counts: dict,
-                  summary: dict, beam_argv: list[str]) -> bool:
+                  summary: dict, lineage: dict, beam_argv: list[str]) -> bool:
     """One Beam job for every direction; it publishes the staged folder itself as its last step.
     Returns False after a template launch (the job runs later), True once it has published."""
     import apache_beam as beam
@@ -128,10 +131,12 @@ def _run_beam_job(directions: list[Direction], args, staging: out.Staging, count
     specs = [_beam_spec(d, args, counts[d.candidates.name]) for d in directions]
     scratch = staging.dir + "_job"  # dead letters and the refusal: never published
     plan = {"staged": staging.dir, "scratch": scratch, "output_dir": staging.output_dir,
-            "run_id": staging.run_id, "manifest": {"rows": dict(summary.get("rows", {}))},
+            "run_id": staging.run_id,
+            "manifest": {"rows": dict(summary.get("rows", {})), **lineage},
             # the SavedModel is exported by the job's last step, once nothing can refuse any more
             "export": {"preproc_dir": args.preproc_dir, "model_dir": args.model_dir, "top_k": args.top_k,
-                       "check_preproc_path": not getattr(args, "ignore_preproc_path", False)}
+                       "check_preproc_path": not getattr(args, "ignore_preproc_path", False),
+                       "keep_versions": args.keep_versions}
             if "export" in args.outputs else None}
     options = beam_runner.pipeline_options(beam_argv, input_size=sum(
         beam_runner.input_bytes(spec["seen_pattern"]) for spec in specs))
@@ -163,14 +168,21 @@ def _run_beam_job(directions: list[Direction], args, staging: out.Staging, count
     return True
 
 
-def export_model(preproc_dir: str, model_dir: str, top_k: int, check_preproc_path: bool = True) -> str:
+def _lineage(a) -> dict:
+    """Which preprocess run and which training run the predictions come from (manifest.json)."""
+    return {"preproc_run_id": a.metadata.get("run_id"), "model_run_id": a.model_info.get("run_id")}
+
+
+def export_model(preproc_dir: str, model_dir: str, top_k: int, check_preproc_path: bool = True,
+                 keep_versions: int = 0) -> str:
     """The SavedModel export from the stage's input folders alone (the Beam job's last step runs
     it on a worker); returns the version folder."""
     a = art.load_artifacts(preproc_dir, model_dir, check_preproc_path=check_preproc_path)
     users, items = entities(a)
     seen = art.read_seen(preproc_dir, users.records_prefix, len(users.vocab), len(items.vocab))
     item_counts = art.count_per_key(preproc_dir, items.records_prefix, len(items.vocab))
-    return export_saved_model(a, users.vocab_file, items.vocab_file, seen, item_counts, top_k)
+    return export_saved_model(a, users.vocab_file, items.vocab_file, seen, item_counts, top_k,
+                              keep_versions)
 
 
 def _timed(summary: dict, name: str, fn, *fn_args):
@@ -236,15 +248,15 @@ def run(args: argparse.Namespace, beam_argv: list[str] | None = None) -> dict:
         if "export" in args.outputs and args.engine == "local":
             summary["export_dir"] = _timed(summary, "export", export_saved_model, a,
                                            users.vocab_file, items.vocab_file, seen["batch_pred"],
-                                           counts["items"], args.top_k)
+                                           counts["items"], args.top_k, args.keep_versions)
         if args.engine == "beam":
             if not _timed(summary, "beam_job", _run_beam_job, directions, args, staging, counts,
-                          summary, list(beam_argv or [])):
+                          summary, _lineage(a), list(beam_argv or [])):
                 return {**summary, "launched": args.output_dir, "first_lines": []}
             summary["files"] = [join(args.output_dir, name) for name in
                                 read_json(join(args.output_dir, out.MANIFEST))["files"]]
         else:
-            summary["files"] = staging.commit({"rows": summary.get("rows", {})})
+            summary["files"] = staging.commit({"rows": summary.get("rows", {}), **_lineage(a)})
     except BaseException:
         staging.abort()
         raise

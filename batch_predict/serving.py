@@ -31,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from batch_predict.artifacts import Artifacts, SeenMatrix
+from pipeline import faults
 from pipeline.artifacts import join
 
 log = logging.getLogger(__name__)
@@ -81,15 +82,27 @@ class Recommender(tf.Module):
                 "known": known}
 
 
+def _versions(export_root: str) -> list[int]:
+    return sorted(int(name.strip("/")) for name in
+                  (tf.io.gfile.listdir(export_root) if tf.io.gfile.isdir(export_root) else [])
+                  if name.strip("/").isdigit())
+
+
 def next_version_dir(export_root: str) -> str:
-    versions = [int(name.strip("/")) for name in
-                (tf.io.gfile.listdir(export_root) if tf.io.gfile.isdir(export_root) else [])
-                if name.strip("/").isdigit()]
-    return join(export_root, str(max(versions, default=0) + 1))
+    return join(export_root, str(max(_versions(export_root), default=0) + 1))
+
+
+def prune_versions(export_root: str, keep: int) -> list[str]:
+    """Deletes the oldest SavedModel versions beyond the newest `keep`; returns what it deleted.
+    Runs only after a new version is complete, so a servable version always remains."""
+    doomed = [join(export_root, str(v)) for v in _versions(export_root)[:-keep or None]] if keep > 0 else []
+    for path in doomed:
+        tf.io.gfile.rmtree(path)
+    return doomed
 
 
 def export_saved_model(artifacts: Artifacts, users_vocab_file: str, items_vocab_file: str,
-                       seen: SeenMatrix, item_counts: np.ndarray, k: int) -> str:
+                       seen: SeenMatrix, item_counts: np.ndarray, k: int, keep_versions: int = 0) -> str:
     """Writes the servable SavedModel to <model_dir>/export/<next version>; returns its path.
 
     Saved to a temporary folder first and renamed, so TF Serving never sees a half-written
@@ -102,7 +115,10 @@ def export_saved_model(artifacts: Artifacts, users_vocab_file: str, items_vocab_
     tmp_dir = join(export_root, f".tmp-{uuid.uuid4().hex[:12]}")
     tf.saved_model.save(module, tmp_dir, signatures={"serving_default": module.serve})
     final_dir = next_version_dir(export_root)
+    faults.point("export:before_rename")
     tf.io.gfile.rename(tmp_dir, final_dir)
+    for old in prune_versions(export_root, keep_versions):
+        log.info("export: deleted old version %s (--keep_versions %d)", old, keep_versions)
     log.info("export: SavedModel for %d users x %d items (k=%d) at %s in %.2fs",
                  artifacts.nusers, artifacts.nitems, module.k, final_dir, time.time() - started)
     return final_dir

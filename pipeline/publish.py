@@ -28,6 +28,8 @@ import json
 import logging
 import posixpath
 
+from pipeline import faults
+
 LOG = logging.getLogger(__name__)
 REFUSED = "refused.json"  # in a run's scratch folder: why its finishing step refused to publish
 
@@ -96,10 +98,13 @@ def marker_run_id(final: str, marker: str, store=None) -> str | None:
         return None
 
 
-def publish(staged: str, final: str, marker: str, run_id: str, store=None) -> None:
+def publish(staged: str, final: str, marker: str, run_id: str, store=None,
+            keep: tuple[str, ...] = ()) -> None:
     """Makes `final` hold exactly the files of `staged` (see the module docstring); idempotent.
 
-    `staged/marker` must exist and hold {"run_id": run_id, ...}.
+    `staged/marker` must exist and hold {"run_id": run_id, ...}. Files of `final` under the
+    `keep` prefixes (e.g. "export/": the SavedModel versions being served) are kept and never
+    absent: locally they are copied into `staged` before the swap, on GCS never deleted.
     """
     store = store or GFileStore()
     staged_marker, final_marker = _join(staged, marker), _join(final, marker)
@@ -112,22 +117,29 @@ def publish(staged: str, final: str, marker: str, run_id: str, store=None) -> No
         raise FileNotFoundError(f"nothing to publish: {staged} does not exist")
     if json.loads(store.read(staged_marker)).get("run_id") != run_id:
         raise ValueError(f"{staged_marker} belongs to another run than {run_id}")
+    names = store.files(staged)
+    kept = [name for name in store.files(final) if name.startswith(keep) and name not in names] \
+        if keep else []
     if store.exists(final_marker):
         store.delete(final_marker)  # step 1: the old output stops looking complete
+    faults.point("publish:unmarked")
     if store.has_atomic_rename(final):
+        for name in kept:  # still served from `final` until the swap, then from the new folder
+            store.copy(_join(final, name), _join(staged, name))
         store.delete_tree(aside)
         if store.exists(final):
             store.rename_dir(final, aside)
+        faults.point("publish:swapping")
         store.rename_dir(staged, final)  # marker included: complete the moment it appears
         store.delete_tree(aside)
         return
-    names = store.files(staged)
     for name in store.files(final):
-        if name not in names or name == marker:
+        if (name not in names or name == marker) and name not in kept:
             store.delete(_join(final, name))
     for name in names:
         if name != marker:
             store.copy(_join(staged, name), _join(final, name))
+            faults.point("publish:copy")
     store.copy(staged_marker, final_marker)  # step 3: complete from here on
     store.delete_tree(staged)
 

@@ -1,4 +1,5 @@
 """trainer.task end to end on a small preproc dir: outputs, determinism, resume, overwrite."""
+import glob
 import json
 import os
 import re
@@ -113,12 +114,14 @@ def test_resume_after_kill_matches_uninterrupted_run(preproc, tmp_path, phase):
                "--output_dir", killed_dir, *flags]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
-    state = os.path.join(killed_dir, "checkpoints", phase, "checkpoint")
+    # a model is trained in a scratch folder beside its model dir, published only when complete
+    state_glob = str(tmp_path / "_tmp_train_*" / "checkpoints" / phase / "checkpoint")
     deadline = time.time() + 120
     try:
         while time.time() < deadline and process.poll() is None:
+            states = glob.glob(state_glob)
             latest = re.search(r'^model_checkpoint_path: "ckpt-(\d+)"',
-                               open(state).read() if os.path.exists(state) else "", re.M)
+                               open(states[0]).read() if states else "", re.M)
             if latest and int(latest.group(1)) >= 2:   # killed mid-phase, after its epoch 2
                 break
             time.sleep(0.01)
@@ -126,7 +129,7 @@ def test_resume_after_kill_matches_uninterrupted_run(preproc, tmp_path, phase):
         process.send_signal(signal.SIGKILL)
         process.wait()
     assert process.returncode == -signal.SIGKILL, "trainer finished before it could be killed"
-    assert not os.path.exists(os.path.join(killed_dir, "model.json"))
+    assert not os.path.exists(killed_dir)  # nothing half-trained is ever in the model dir
 
     resumed = task.run(train_args(preproc, killed_dir, *flags))
     assert resumed["resumed"] is True
@@ -135,6 +138,7 @@ def test_resume_after_kill_matches_uninterrupted_run(preproc, tmp_path, phase):
         np.testing.assert_array_equal(got, want)
     assert resumed["loss_history"] == uninterrupted["loss_history"]
     assert resumed["metrics"] == uninterrupted["metrics"]
+    assert not glob.glob(str(tmp_path / "_tmp_train_*"))  # published, scratch gone
     killed_model = json.load(open(os.path.join(killed_dir, "model.json")))
     straight_model = json.load(open(tmp_path / "straight" / "model.json"))
     for name in ("eval", "full"):

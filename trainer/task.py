@@ -28,17 +28,19 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import hashlib
 import json
 import logging
 import sys
 import time
+import uuid
 
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 from tensorflow.python.framework import config as tf_config
 
-from pipeline import cli
+from pipeline import cli, faults, publish
 from pipeline.artifacts import absolute, join, read_json, write_json, write_npy
 from trainer import input as wals_input
 from trainer import metrics, wals
@@ -101,30 +103,59 @@ def _scalar_summary(name: str, value: float, step: int) -> None:
     tf.summary.write(name, tf.constant(value, tf.float32), step=step, metadata=meta)
 
 
-def prepare_model_dir(model_dir: str, config: dict, overwrite: bool) -> bool:
-    """Applies the output-dir rules of the module docstring; returns True when resuming."""
+def prepare_model_dir(model_dir: str, config: dict, overwrite: bool) -> tuple[str, bool]:
+    """Applies the output-dir rules of the module docstring; returns (work dir, resuming).
+
+    The model is trained where it can be resumed but not served: `work_dir` (a scratch folder
+    beside model_dir named after the settings, so a killed run's rerun finds it and resumes), and
+    published over model_dir only when complete (pipeline/publish.py), keeping its SavedModel
+    versions. A model_dir already holding this very run (same settings and input) is resumed in
+    place: rerunning a finished model rewrites the same outputs.
+    """
     exists = tf.io.gfile.isdir(model_dir) and bool(tf.io.gfile.listdir(model_dir))
-    if exists and overwrite:
-        LOG.info("train: --overwrite: deleting %s", model_dir)
-        tf.io.gfile.rmtree(model_dir)
-    elif exists:
+    if exists and not overwrite:
         config_path = join(model_dir, RUN_CONFIG)
         previous = read_json(config_path) if tf.io.gfile.exists(config_path) else None
         if previous == config:
             LOG.info("train: %s holds a run with the same settings: resuming", model_dir)
-            return True
-        if previous is None:
+            return model_dir, True
+        if previous is None and not _only_exports(model_dir):
             raise ValueError(f"{model_dir} is not empty and has no {RUN_CONFIG}; "
                              "pass --overwrite to replace it")
-        differing = sorted(key for part in ("hyperparameters", "input")
-                           for key in set(config[part]) | set(previous.get(part, {}))
-                           if config[part].get(key) != previous.get(part, {}).get(key))
-        raise ValueError(f"{model_dir} holds a model trained with different settings "
-                         f"({', '.join(differing) or 'format'}); pass --overwrite to replace "
-                         "it or choose another --output_dir")
-    tf.io.gfile.makedirs(model_dir)
-    write_json(join(model_dir, RUN_CONFIG), config)
-    return False
+        if previous is not None:
+            differing = sorted(key for part in ("hyperparameters", "input")
+                               for key in set(config[part]) | set(previous.get(part, {}))
+                               if config[part].get(key) != previous.get(part, {}).get(key))
+            raise ValueError(f"{model_dir} holds a model trained with different settings "
+                             f"({', '.join(differing) or 'format'}); pass --overwrite to replace "
+                             "it or choose another --output_dir")
+    work = work_dir(model_dir, config)
+    for stale in tf.io.gfile.glob(join(_parent(model_dir), "_tmp_train_*")):
+        if stale.rstrip("/") != work:  # scratch of dead runs with other settings
+            tf.io.gfile.rmtree(stale)
+    config_path = join(work, RUN_CONFIG)
+    if tf.io.gfile.exists(config_path) and read_json(config_path) == config:
+        LOG.info("train: resuming the interrupted run in %s", work)
+        return work, True
+    if tf.io.gfile.exists(work):
+        tf.io.gfile.rmtree(work)
+    tf.io.gfile.makedirs(work)
+    write_json(config_path, config)
+    return work, False
+
+
+def _parent(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[0] if "/" in path.rstrip("/") else "."
+
+
+def _only_exports(model_dir: str) -> bool:
+    """A model dir holding only SavedModel versions (its model was replaced by a failed run)."""
+    return {name.rstrip("/") for name in tf.io.gfile.listdir(model_dir)} <= {"export"}
+
+
+def work_dir(model_dir: str, config: dict) -> str:
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+    return join(_parent(model_dir), f"_tmp_train_{digest}")
 
 
 def _entry_weights(users, items, nitems, args) -> np.ndarray:
@@ -201,8 +232,8 @@ def _run(args: argparse.Namespace, start: float) -> dict:
               "input": {"preproc_run_id": metadata.get("run_id"), "nusers": matrix.nusers,
                         "nitems": matrix.nitems, "interactions": matrix.nnz,
                         "created": metadata.get("created")}}
-    model_dir = args.output_dir
-    resuming = prepare_model_dir(model_dir, config, args.overwrite)
+    published_dir = args.output_dir
+    model_dir, resuming = prepare_model_dir(published_dir, config, args.overwrite)
 
     phases, summary_metrics = {}, None
     if held.any():
@@ -236,15 +267,19 @@ def _run(args: argparse.Namespace, start: float) -> dict:
              "epoch_seconds": phases[served]["epoch_seconds"],
              "train_interactions": phases[served]["train_interactions"],
              "heldout_interactions": int(held.sum()),
-             "created": datetime.datetime.now(datetime.timezone.utc).isoformat()}
-    write_json(join(model_dir, "model.json"), model)
+             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+             "run_id": uuid.uuid4().hex}  # predictions record which model they came from
+    faults.point("train:before_publish")
+    write_json(join(model_dir, "model.json"), model)  # the marker: written last
+    if model_dir != published_dir:
+        publish.publish(model_dir, published_dir, "model.json", model["run_id"], keep=("export/",))
     seconds = time.time() - start
     LOG.info("train: %d users x %d items, factors from phase %s (%d interactions), %d "
                  "held out, %d epochs per phase, %.2fs%s", matrix.nusers, matrix.nitems, served,
                  model["train_interactions"], held.sum(), args.epochs, seconds,
                  "" if summary_metrics is None else
                  f", eval ndcg@{args.top_k}={summary_metrics['wals'][f'ndcg@{args.top_k}']:.4f}")
-    return {"model_dir": model_dir, "resumed": resuming, "seconds": seconds,
+    return {"model_dir": published_dir, "resumed": resuming, "seconds": seconds,
             "loss_history": model["loss_history"], "epoch_seconds": model["epoch_seconds"],
             "metrics": summary_metrics, "nusers": matrix.nusers, "nitems": matrix.nitems,
             "trained_on": model["trained_on"], "served_phase": served,
