@@ -8,10 +8,11 @@ Flex Template launcher is not: `run()` returns before the job runs).
 Each published folder has a *marker*: the one file whose presence says "this folder is complete"
 (`preproc/metadata.json`, `predictions/manifest.json`). It carries the run id and is written last.
 
-    1. the marker of the old output goes first: from here readers see an incomplete folder
-       (every stage checks the marker), never a mix of two runs that looks complete;
-    2. local disk: the old folder is renamed aside and `staged` renamed onto it (two atomic
-       directory renames), the old one deleted;
+    1. (object stores) the marker of the old output goes first: from here readers see an
+       incomplete folder (every stage checks the marker), never a mix of two runs;
+    2. local disk: `staged` and the old folder are swapped in one atomic step (Linux
+       renameat2 RENAME_EXCHANGE; where that is missing, two renames after removing the old
+       marker), then the old one deleted, so the folder is always entirely old or entirely new;
        object stores (gs://): there is no rename, a folder "rename" is an object-by-object copy,
        so every old object the new output does not have is deleted and every staged object but
        the marker copied over (replacing the old object of the same name);
@@ -24,8 +25,10 @@ the finishing bundle) completes it, because `staged` is deleted only after the m
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
+import os
 import posixpath
 
 from pipeline import faults
@@ -81,6 +84,18 @@ class GFileStore:
     def rename_dir(self, src: str, dst: str) -> None:
         self._gfile.rename(src, dst, overwrite=False)
 
+    @staticmethod
+    def exchange_dirs(a: str, b: str) -> bool:
+        """Swaps two local directories in one atomic step (Linux renameat2 RENAME_EXCHANGE);
+        False where the OS or filesystem cannot, and the caller falls back to two renames."""
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            renameat2 = libc.renameat2
+        except (OSError, AttributeError):
+            return False
+        at_fdcwd, rename_exchange = -100, 2
+        return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
 
 def _join(folder: str, name: str) -> str:
     return folder.rstrip("/") + "/" + name
@@ -120,19 +135,27 @@ def publish(staged: str, final: str, marker: str, run_id: str, store=None,
     names = store.files(staged)
     kept = [name for name in store.files(final) if name.startswith(keep) and name not in names] \
         if keep else []
-    if store.exists(final_marker):
-        store.delete(final_marker)  # step 1: the old output stops looking complete
-    faults.point("publish:unmarked")
     if store.has_atomic_rename(final):
         for name in kept:  # still served from `final` until the swap, then from the new folder
             store.copy(_join(final, name), _join(staged, name))
-        store.delete_tree(aside)
-        if store.exists(final):
-            store.rename_dir(final, aside)
+        if not store.exists(final):
+            store.rename_dir(staged, final)  # marker included: complete the moment it appears
+            store.delete_tree(aside)  # left by a fallback swap that died between its renames
+            return
         faults.point("publish:swapping")
-        store.rename_dir(staged, final)  # marker included: complete the moment it appears
+        if store.exchange_dirs(staged, final):  # one atomic step: old or new, never neither
+            store.delete_tree(staged)  # now the old output
+            return
+        if store.exists(final_marker):  # no atomic exchange on this filesystem: two renames
+            store.delete(final_marker)
+        store.delete_tree(aside)
+        store.rename_dir(final, aside)
+        store.rename_dir(staged, final)
         store.delete_tree(aside)
         return
+    if store.exists(final_marker):
+        store.delete(final_marker)  # step 1: the old output stops looking complete
+    faults.point("publish:unmarked")
     for name in store.files(final):
         if (name not in names or name == marker) and name not in kept:
             store.delete(_join(final, name))

@@ -21,7 +21,9 @@ import os
 import re
 import sys
 import time
+import uuid
 
+from pipeline import faults
 from pipeline.cloud import vertex
 from pipeline.artifacts import (MODEL, PREDICTIONS, PREPROC, STAGE_ORDER, StageInputError,
                                 check_stage_inputs, exists, join, stage_dir)
@@ -66,6 +68,9 @@ def add_driver_args(parser: argparse.ArgumentParser) -> None:
                         help="Train where this command runs (local) or as a Vertex AI custom job.")
     parser.add_argument("--no_report", action="store_true",
                         help="Do not write report.html at the end.")
+    parser.add_argument("--break_lock", action="store_true",
+                        help="Take over the output folder's lock (OUTPUT/.lock) even if its "
+                             "holder may be alive; without it only a stale lock is broken.")
     vertex.add_args(parser)
 
 
@@ -218,20 +223,51 @@ def check_upfront(args: argparse.Namespace) -> None:
 
 
 def run_pipeline(args: argparse.Namespace, beam_argv: list[str]) -> dict:
-    """Runs the selected stages in order; returns {stage: summary dict} plus 'seconds'."""
+    """Runs the selected stages in order; returns {stage: summary dict} plus 'seconds'.
+
+    The output folder is locked for the whole run (pipeline/lock.py), except by a template
+    launch, which ends before its job runs."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipeline import beam_runner, lock
+
     check_runner(args, beam_argv)
     check_flags(args)
     check_upfront(args)
-    summaries, seconds = {}, {}
-    for stage in args.stages:
-        check_stage_inputs(stage, args.output_dir)
-        start = time.monotonic()
-        summaries[stage] = run_stage(stage, args, beam_argv) or {}
-        seconds[stage] = round(time.monotonic() - start, 1)
-        log.info("stage %s finished in %.1f s: %s", stage, seconds[stage],
-                 _counts(summaries[stage]))
+    lease = None
+    if not beam_runner.is_template_launch(PipelineOptions(beam_argv)):
+        lease = lock.acquire(args.output_dir, uuid.uuid4().hex, break_lock=args.break_lock)
+    try:
+        remove_dead_scratch(args.output_dir)
+        summaries, seconds = {}, {}
+        for stage in args.stages:
+            check_stage_inputs(stage, args.output_dir)
+            start = time.monotonic()
+            summaries[stage] = run_stage(stage, args, beam_argv) or {}
+            seconds[stage] = round(time.monotonic() - start, 1)
+            log.info("stage %s finished in %.1f s: %s", stage, seconds[stage],
+                     _counts(summaries[stage]))
+            faults.point(f"stage:{stage}:done")
+    finally:
+        if lease is not None:
+            lease.release()
     summaries["seconds"] = seconds
     return summaries
+
+
+DEAD_SCRATCH = ("_tmp_preprocess_*", "_tmp_predict_*", "*.replaced-*")
+
+
+def remove_dead_scratch(output_dir: str) -> None:
+    """Scratch folders of runs that died (a refused run's rejects included): with the output
+    folder locked, no live run can be writing them. Training scratch (_tmp_train_*) stays: the
+    trainer resumes from it, or removes it when its settings differ."""
+    import tensorflow as tf
+
+    for pattern in DEAD_SCRATCH:
+        for folder in tf.io.gfile.glob(join(output_dir, pattern)):
+            log.info("removing scratch of a dead run: %s", folder)
+            tf.io.gfile.rmtree(folder)
 
 
 def _counts(summary: dict) -> str:

@@ -64,19 +64,15 @@ def test_preprocess_finish_completes_a_publish_that_died_half_way(published_prep
     old_plan, stats = _stage_again(source, metadata, out)
     finish_stage(None, old_plan, stats)  # an older run, published
     plan, stats = _stage_again(source, metadata, out)
-    real_rename = publish.GFileStore.rename_dir
-    calls = []
+    real_exchange = publish.GFileStore.exchange_dirs
 
-    def dies_on_second_rename(self, src, dst):
-        calls.append(src)
-        if len(calls) == 2:
-            raise OSError("worker lost")  # after the old folder went aside, before the swap
-        real_rename(self, src, dst)
-    monkeypatch.setattr(publish.GFileStore, "rename_dir", dies_on_second_rename)
+    def worker_lost(a, b):
+        raise OSError("worker lost")  # just before the swap
+    monkeypatch.setattr(publish.GFileStore, "exchange_dirs", staticmethod(worker_lost))
     with pytest.raises(OSError):
         finish_stage(None, plan, stats)
-    assert publish.marker_run_id(plan["preproc"], "metadata.json") is None  # incomplete, not mixed
-    monkeypatch.setattr(publish.GFileStore, "rename_dir", real_rename)
+    assert publish.marker_run_id(plan["preproc"], "metadata.json") == old_plan["run_id"]  # old, whole
+    monkeypatch.setattr(publish.GFileStore, "exchange_dirs", staticmethod(real_exchange))
     finish_stage(None, plan, stats)  # the retry
     assert publish.marker_run_id(plan["preproc"], "metadata.json") == plan["run_id"]
     assert sorted(os.listdir(out)) == ["preproc"]

@@ -2,11 +2,14 @@
 
     python -m trainer.task --input_dir OUTPUT/preproc --output_dir OUTPUT/model [--overwrite]
 
-Output dir rules: an empty or missing dir starts fresh. A non-empty dir is *resumed* from its
-last checkpoint when its run_config.json (hyperparameters + seed + identity of the input)
-equals this run's - that is the restart-after-kill path, and rerunning a finished model just
-rewrites the same outputs. Any other non-empty dir is refused with the differing keys unless
---overwrite, which deletes it and starts fresh.
+Output dir rules: training happens in a scratch folder beside the model dir, named after the
+run's settings (`_tmp_train_<hash of run_config.json>`: hyperparameters + seed + identity of
+the input), and the result is published over the model dir only when complete (atomically on
+local disk, pipeline/publish.py), keeping the SavedModel versions under export/. A killed run's
+rerun with the same settings finds its scratch and *resumes* from the last checkpoint. A model
+dir already holding this very model is left as it is (rerunning is a no-op); any other
+non-empty dir is refused with the differing keys unless --overwrite, which replaces it (only
+once the new model is complete).
 
 Defaults (k=128, λ=5, w0=1, col_weights log with exponent 0.1, 15 epochs) were tuned on
 MovieLens ml-latest-small by held-out NDCG@10 (benchmarks/wals_vs_implicit.py; ratings scaled
@@ -109,20 +112,20 @@ def prepare_model_dir(model_dir: str, config: dict, overwrite: bool) -> tuple[st
     The model is trained where it can be resumed but not served: `work_dir` (a scratch folder
     beside model_dir named after the settings, so a killed run's rerun finds it and resumes), and
     published over model_dir only when complete (pipeline/publish.py), keeping its SavedModel
-    versions. A model_dir already holding this very run (same settings and input) is resumed in
-    place: rerunning a finished model rewrites the same outputs.
+    versions. A model_dir already holding this very model (same settings and input, complete) is
+    left as it is: rerunning a finished model is a no-op.
     """
     exists = tf.io.gfile.isdir(model_dir) and bool(tf.io.gfile.listdir(model_dir))
     if exists and not overwrite:
         config_path = join(model_dir, RUN_CONFIG)
         previous = read_json(config_path) if tf.io.gfile.exists(config_path) else None
-        if previous == config:
-            LOG.info("train: %s holds a run with the same settings: resuming", model_dir)
-            return model_dir, True
+        if previous == config and tf.io.gfile.exists(join(model_dir, "model.json")):
+            LOG.info("train: %s already holds this model (same settings and input)", model_dir)
+            return model_dir, True  # nothing to redo: the served files are never rewritten
         if previous is None and not _only_exports(model_dir):
             raise ValueError(f"{model_dir} is not empty and has no {RUN_CONFIG}; "
                              "pass --overwrite to replace it")
-        if previous is not None:
+        if previous is not None and previous != config:
             differing = sorted(key for part in ("hyperparameters", "input")
                                for key in set(config[part]) | set(previous.get(part, {}))
                                if config[part].get(key) != previous.get(part, {}).get(key))
@@ -234,6 +237,8 @@ def _run(args: argparse.Namespace, start: float) -> dict:
                         "created": metadata.get("created")}}
     published_dir = args.output_dir
     model_dir, resuming = prepare_model_dir(published_dir, config, args.overwrite)
+    if model_dir == published_dir:
+        return _finished_summary(published_dir, start)
 
     phases, summary_metrics = {}, None
     if held.any():
@@ -285,6 +290,20 @@ def _run(args: argparse.Namespace, start: float) -> dict:
             "trained_on": model["trained_on"], "served_phase": served,
             "phases": sorted(phases),
             "train_interactions": model["train_interactions"],
+            "heldout_interactions": model["heldout_interactions"]}
+
+
+def _finished_summary(model_dir: str, start: float) -> dict:
+    """The summary of a model that is already complete with these very settings."""
+    model = read_json(join(model_dir, "model.json"))
+    metrics_path = join(model_dir, "metrics.json")
+    summary_metrics = read_json(metrics_path) if model.get("metrics_from") and \
+        tf.io.gfile.exists(metrics_path) else None
+    return {"model_dir": model_dir, "resumed": True, "seconds": time.time() - start,
+            "loss_history": model["loss_history"], "epoch_seconds": model["epoch_seconds"],
+            "metrics": summary_metrics, "nusers": model["nusers"], "nitems": model["nitems"],
+            "trained_on": model["trained_on"], "served_phase": model["served_phase"],
+            "phases": sorted(model["phases"]), "train_interactions": model["train_interactions"],
             "heldout_interactions": model["heldout_interactions"]}
 
 
