@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from batch_predict.artifacts import ArtifactError
-from pipeline import publish
+from pipeline import lock, publish
 from pipeline.artifacts import join
 from batch_predict.topk import TopKBlock
 
@@ -67,11 +67,12 @@ class Staging:
                                 "pass --overwrite to replace them")
         parent = posixpath.dirname(self.output_dir)
         scratch = join(parent, "_tmp_predict_") if parent else "_tmp_predict_"
-        if overwrite:  # scratch of failed or refused runs (a finished run removes its own)
+        if overwrite:  # scratch of dead runs (a finished run removes its own)
             for stale in tf.io.gfile.glob(scratch + "*"):
-                tf.io.gfile.rmtree(stale)
+                if tf.io.gfile.isdir(stale) and lock.scratch_is_dead(stale):
+                    tf.io.gfile.rmtree(stale)
         self.dir = scratch + self.run_id[:12]
-        tf.io.gfile.makedirs(self.dir)
+        lock.mark_scratch(self.dir, self.run_id)
 
     @classmethod
     def reopen(cls, output_dir: str, staged: str, run_id: str) -> "Staging":
@@ -90,6 +91,8 @@ class Staging:
     def commit(self, manifest: dict) -> list[str]:
         """Writes the manifest (run id, files, `manifest` fields) and publishes the staged folder
         as output_dir; returns the final paths."""
+        if tf.io.gfile.exists(self.path(lock.OWNER)):
+            tf.io.gfile.remove(self.path(lock.OWNER))  # bookkeeping of the scratch, not an output
         files = [name for name in self.staged_files() if name != MANIFEST]
         publish.write_marker(self.dir, MANIFEST, {**manifest, "run_id": self.run_id, "files": files,
                                                   "created": _now()})

@@ -140,6 +140,9 @@ def _run_beam_job(directions: list[Direction], args, staging: out.Staging, count
             if "export" in args.outputs else None}
     options = beam_runner.pipeline_options(beam_argv, input_size=sum(
         beam_runner.input_bytes(spec["seen_pattern"]) for spec in specs))
+    if beam_runner.is_template_launch(options):  # its job outlives this process
+        from pipeline import lock
+        lock.mark_scratch(staging.dir, staging.run_id, launched=True)
     log.info("beam job on %s", beam_runner.describe(options))
     pipeline = beam.Pipeline(runner=beam_runner.runner_for(options), options=options)
     build_topk_pipeline(pipeline, specs, plan)

@@ -61,8 +61,18 @@ def check_range(args: argparse.Namespace, name: str, low=None, high=None, *,
 
 
 def machine_memory_bytes() -> int:
-    """Physical memory of this machine (0 when unknown)."""
+    """Memory this process may use: physical memory, or a smaller cgroup limit (a container's,
+    e.g. on Vertex AI or Kubernetes); 0 when unknown."""
     try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
-        return 0
+        physical = 0
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(path) as f:
+                limit = f.read().strip()
+        except OSError:
+            continue
+        if limit.isdigit() and 0 < int(limit) < (physical or int(limit) + 1):
+            return int(limit)
+    return physical

@@ -31,8 +31,8 @@ from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 from tfx_bsl.public import tfxio
 from tfx_bsl.tfxio import tensor_representation_util
 
-from pipeline import (artifacts, beam_runner, cli, columnar, examples, ga, sample, sources, sql,
-                      textio)
+from pipeline import (artifacts, beam_runner, cli, columnar, examples, ga, lock, sample, sources,
+                      sql, textio)
 from pipeline.preprocess_finish import REFUSED, FinishPreprocess, PreprocessError, make_plan
 from transforms import preprocessing as pp
 
@@ -251,10 +251,11 @@ def check_output_dir(preproc: str, overwrite: bool) -> None:
                 f"{preproc} is not empty" + ("" if complete else
                                              " (an interrupted or failed run: no metadata.json)")
                 + "; pass --overwrite to replace it entirely or choose another --output_dir")
-    if overwrite:  # scratch folders of interrupted or failed runs (a finished run removes its own)
+    if overwrite:  # scratch folders of dead runs (a finished run removes its own)
         for stale in tf.io.gfile.glob(artifacts.join(os.path.dirname(preproc.rstrip("/")),
                                                      "_tmp_preprocess_*")):
-            tf.io.gfile.rmtree(stale)
+            if lock.scratch_is_dead(stale):
+                tf.io.gfile.rmtree(stale)
 
 
 def validate_args(args: argparse.Namespace) -> None:
@@ -294,6 +295,7 @@ def run(args, beam_argv: list[str]) -> dict:
         sql.check_bigquery_ready(options)
     check_output_dir(preproc, args.overwrite)
     plan = make_plan(args, preproc)
+    lock.mark_scratch(plan["scratch"], plan["run_id"], launched=beam_runner.is_template_launch(options))
     LOG.info("preprocess: source=%s input=%s runner=%s", args.source, plan["input"],
              beam_runner.describe(options))
     pipeline = beam.Pipeline(runner=beam_runner.runner_for(options), options=options)

@@ -144,9 +144,12 @@ def publish(staged: str, final: str, marker: str, run_id: str, store=None,
             return
         faults.point("publish:swapping")
         if store.exchange_dirs(staged, final):  # one atomic step: old or new, never neither
+            faults.point("publish:swapped")
             store.delete_tree(staged)  # now the old output
             return
-        if store.exists(final_marker):  # no atomic exchange on this filesystem: two renames
+        LOG.warning("no atomic directory exchange here (%s): replacing %s with two renames, so "
+                    "for a moment it does not exist", os.strerror(ctypes.get_errno()) or "?", final)
+        if store.exists(final_marker):
             store.delete(final_marker)
         store.delete_tree(aside)
         store.rename_dir(final, aside)

@@ -238,7 +238,8 @@ def run_pipeline(args: argparse.Namespace, beam_argv: list[str]) -> dict:
     if not beam_runner.is_template_launch(PipelineOptions(beam_argv)):
         lease = lock.acquire(args.output_dir, uuid.uuid4().hex, break_lock=args.break_lock)
     try:
-        remove_dead_scratch(args.output_dir)
+        if lease is not None:
+            remove_dead_scratch(args.output_dir)
         summaries, seconds = {}, {}
         for stage in args.stages:
             check_stage_inputs(stage, args.output_dir)
@@ -255,19 +256,32 @@ def run_pipeline(args: argparse.Namespace, beam_argv: list[str]) -> dict:
     return summaries
 
 
-DEAD_SCRATCH = ("_tmp_preprocess_*", "_tmp_predict_*", "*.replaced-*")
+DEAD_SCRATCH = ("_tmp_preprocess_*", "_tmp_predict_*")
 
 
 def remove_dead_scratch(output_dir: str) -> None:
-    """Scratch folders of runs that died (a refused run's rejects included): with the output
-    folder locked, no live run can be writing them. Training scratch (_tmp_train_*) stays: the
-    trainer resumes from it, or removes it when its settings differ."""
+    """With the output folder's lease held: deletes the scratch folders of dead runs (a refused
+    run's rejects included; a template-launched job's only once it is older than a lease) and
+    restores an output that a local publish left renamed aside when it died mid-swap. Training
+    scratch (_tmp_train_*) stays: the trainer resumes from it."""
     import tensorflow as tf
+
+    from pipeline import lock
 
     for pattern in DEAD_SCRATCH:
         for folder in tf.io.gfile.glob(join(output_dir, pattern)):
-            log.info("removing scratch of a dead run: %s", folder)
-            tf.io.gfile.rmtree(folder)
+            if tf.io.gfile.isdir(folder) and lock.scratch_is_dead(folder):
+                log.info("removing scratch of a dead run: %s", folder)
+                tf.io.gfile.rmtree(folder)
+    for aside in tf.io.gfile.glob(join(output_dir, "*.replaced-*")):
+        final = aside.rstrip("/").rsplit(".replaced-", 1)[0]
+        if not tf.io.gfile.isdir(aside):
+            continue
+        if tf.io.gfile.exists(final):
+            tf.io.gfile.rmtree(aside)
+        else:  # a publish died between its two renames: the old output is still whole here
+            log.warning("restoring %s, left aside by a publish that did not finish", final)
+            tf.io.gfile.rename(aside, final)
 
 
 def _counts(summary: dict) -> str:

@@ -51,25 +51,28 @@ def _decompressor(kind: str):
 
 def _checked_blocks(path: str, kind: str, block_bytes: int):
     """The decompressed content of a whole compressed file, in blocks; InputFileError unless every
-    stream in it ends with its end-of-stream marker (concatenated streams, as `cat a.gz b.gz`
-    writes, are read one after the other)."""
+    stream in it ends with its end-of-stream marker. Concatenated streams (`cat a.gz b.gz`,
+    pbzip2's output) are read one after the other, and zero padding after the last gzip stream
+    is ignored, as gzip(1) does; an empty file is not a valid compressed file."""
     decompressor, started = _decompressor(kind), False
     try:
         with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
             while raw := f.read(block_bytes):
                 while raw:
+                    if decompressor.eof:  # the next stream of a multi-stream file
+                        if kind == CompressionTypes.GZIP and not raw.strip(b"\x00"):
+                            break  # zero padding after the last member
+                        decompressor = _decompressor(kind)
                     started = True
                     if block := decompressor.decompress(raw):
                         yield block
                     raw = decompressor.unused_data if decompressor.eof else b""
-                    if raw:  # the next stream of a multi-stream file
-                        decompressor = _decompressor(kind)
-    except (zlib.error, OSError, EOFError, lzma.LZMAError, ValueError) as exc:
-        if isinstance(exc, InputFileError):
-            raise
-        raise InputFileError(f"{path}: corrupt {kind} data ({exc}); the file cannot be read "
-                             "whole, so nothing was published") from None
-    if started and not decompressor.eof:
+    except InputFileError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - zlib.error, OSError, EOFError, LZMAError, ZstdError...
+        raise InputFileError(f"{path}: corrupt {kind} data ({type(exc).__name__}: {exc}); the file "
+                             "cannot be read whole, so nothing was published") from None
+    if not started or not decompressor.eof:
         raise InputFileError(f"{path}: truncated {kind} data (the file ends before its "
                              "end-of-stream marker); the file cannot be read whole, so nothing was "
                              "published")
@@ -165,6 +168,9 @@ def _join_quoted(batches, lines_per_batch: int, delimiter: str, max_lines: int =
     out: list = []
     pending: list = []  # the lines of an open record
     for lines in batches:
+        if not pending and b'"' not in b"\n".join(lines):  # the usual batch: no quote at all
+            out.extend(lines)
+            lines = ()
         for line in lines:
             if not pending:
                 if line.count(b'"') % 2 and _csv_state(line, delimiter) == "open":

@@ -89,6 +89,7 @@ def _served_model_answers(model_dir):
     ("preprocess,train,predict", "stage:preprocess:done"),   # stage boundaries
     ("preprocess,train,predict", "stage:train:done"),
     ("preprocess", "publish:swapping"),                      # inside each publish
+    ("preprocess", "publish:swapped"),
     ("train", "train:before_publish"),
     ("train", "publish:swapping"),
     ("predict", "export:before_rename"),                     # inside predict
@@ -107,6 +108,9 @@ def test_after_a_kill_every_output_is_entirely_old_or_entirely_new(old_run, tmp_
         expected = {"preproc": "preprocess" in finished, "model": "train" in finished,
                     "predictions": "predict" in finished}
         assert states == {k: "new" if v else "old" for k, v in expected.items()}, states
+    elif kill_at == "publish:swapped":  # killed right after the swap, before cleaning up
+        stage_folder = {"preprocess": "preproc", "train": "model", "predict": "predictions"}[stages]
+        assert states == {k: "new" if k == stage_folder else "old" for k in MARKERS}, states
     else:
         assert set(states.values()) == {"old"}, states  # killed before its publish swapped
     again = _run(out, tmp / "new.csv", f"--stages={stages}", "--overwrite")

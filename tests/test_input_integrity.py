@@ -136,3 +136,33 @@ def test_a_rows_fate_does_not_depend_on_its_batch(row):
     among_clean = outcome(clean[:10] + [row.encode()] + clean[10:])
     among_bad = outcome([b"bad,row"] + clean + [row.encode()])
     assert alone == among_clean == among_bad, (row, alone, among_clean, among_bad)
+
+
+@pytest.mark.parametrize("kind, compress", [("bzip2", bz2.compress), ("lzma", lzma.compress),
+                                            ("gzip", gzip.compress)])
+def test_multi_stream_files_whatever_the_read_boundaries(tmp_path, kind, compress):
+    from pipeline import textio
+    data = _data()
+    first = compress(data[:5000])
+    path = tmp_path / "multi"
+    path.write_bytes(first + compress(data[5000:]))
+    for block_bytes in (1, 7, len(first), len(first) + 1, 1 << 20):  # a stream ending on a read
+        assert b"".join(textio._checked_blocks(str(path), kind, block_bytes)) == data, block_bytes
+
+
+def test_gzip_padding_is_ignored_and_empty_or_broken_files_fail_naming_them(tmp_path):
+    import zstandard
+
+    from pipeline import textio
+    (tmp_path / "padded.gz").write_bytes(gzip.compress(_data()) + b"\0" * 1000)
+    assert sorted(_read_all(str(tmp_path / "padded.gz"))) == sorted(line.encode() for line in LINES)
+    (tmp_path / "empty.gz").write_bytes(b"")
+    with pytest.raises(Exception, match="empty.gz: truncated gzip"):
+        _read_all(str(tmp_path / "empty.gz"))
+    (tmp_path / "bad.zst").write_bytes(b"not zstd" * 20)
+    with pytest.raises(textio.InputFileError, match="bad.zst: corrupt zstd data"):
+        list(textio._checked_blocks(str(tmp_path / "bad.zst"), "zstd", 64))
+    whole = zstandard.ZstdCompressor().compress(_data())
+    (tmp_path / "cut.zst").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(textio.InputFileError, match="cut.zst: truncated zstd"):
+        list(textio._checked_blocks(str(tmp_path / "cut.zst"), "zstd", 64))

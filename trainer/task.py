@@ -115,12 +115,19 @@ def prepare_model_dir(model_dir: str, config: dict, overwrite: bool) -> tuple[st
     versions. A model_dir already holding this very model (same settings and input, complete) is
     left as it is: rerunning a finished model is a no-op.
     """
+    work = work_dir(model_dir, config)
+    prefix = work.rsplit("_", 1)[0] + "_"
+    for stale in tf.io.gfile.glob(prefix + "*"):  # this model dir's scratch of other settings
+        if stale.rstrip("/") != work:
+            tf.io.gfile.rmtree(stale)
     exists = tf.io.gfile.isdir(model_dir) and bool(tf.io.gfile.listdir(model_dir))
     if exists and not overwrite:
         config_path = join(model_dir, RUN_CONFIG)
         previous = read_json(config_path) if tf.io.gfile.exists(config_path) else None
         if previous == config and tf.io.gfile.exists(join(model_dir, "model.json")):
             LOG.info("train: %s already holds this model (same settings and input)", model_dir)
+            if tf.io.gfile.exists(work):  # left by a run killed after its publish
+                tf.io.gfile.rmtree(work)
             return model_dir, True  # nothing to redo: the served files are never rewritten
         if previous is None and not _only_exports(model_dir):
             raise ValueError(f"{model_dir} is not empty and has no {RUN_CONFIG}; "
@@ -132,10 +139,6 @@ def prepare_model_dir(model_dir: str, config: dict, overwrite: bool) -> tuple[st
             raise ValueError(f"{model_dir} holds a model trained with different settings "
                              f"({', '.join(differing) or 'format'}); pass --overwrite to replace "
                              "it or choose another --output_dir")
-    work = work_dir(model_dir, config)
-    for stale in tf.io.gfile.glob(join(_parent(model_dir), "_tmp_train_*")):
-        if stale.rstrip("/") != work:  # scratch of dead runs with other settings
-            tf.io.gfile.rmtree(stale)
     config_path = join(work, RUN_CONFIG)
     if tf.io.gfile.exists(config_path) and read_json(config_path) == config:
         LOG.info("train: resuming the interrupted run in %s", work)
@@ -157,8 +160,11 @@ def _only_exports(model_dir: str) -> bool:
 
 
 def work_dir(model_dir: str, config: dict) -> str:
+    """_tmp_train_<model dir name>_<settings hash> beside the model dir: a sweep training several
+    model dirs side by side never touches another's scratch."""
     digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
-    return join(_parent(model_dir), f"_tmp_train_{digest}")
+    name = model_dir.rstrip("/").rsplit("/", 1)[-1].replace("_", "-")
+    return join(_parent(model_dir), f"_tmp_train_{name}_{digest}")
 
 
 def _entry_weights(users, items, nitems, args) -> np.ndarray:
