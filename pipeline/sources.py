@@ -14,6 +14,7 @@ import csv
 import io
 import json
 import math
+import re
 from collections import Counter
 from typing import Callable, Iterable, NamedTuple
 
@@ -236,6 +237,15 @@ class _InteractionsParser:
 
     def __init__(self, header: InteractionsHeader):
         self._header = header
+        d = "\\t" if header.delimiter == "\t" else re.escape(header.delimiter)
+        field = f'(?:"(?:[^"\\n]|"")*"|[^"\\n{d}]*)'
+        # every quote wraps a whole field (with "" escapes): pyarrow and the csv module read such
+        # lines identically, so the fast path may take them
+        self._quoted_line = f"^{field}(?:{d}{field})*$"
+
+    def _well_quoted(self, data: bytes) -> bool:
+        lines = pc.split_pattern(pa.array([data], pa.binary()), b"\n").flatten()
+        return pc.all(pc.match_substring_regex(lines, self._quoted_line)).as_py()
 
     def __call__(self, lines: list[bytes]) -> ParsedBatch:
         return self._clean_batch(lines) or self._row_by_row(lines)
@@ -245,8 +255,8 @@ class _InteractionsParser:
         so it never has to explain a reject; any doubt -> None and the exact row-by-row path."""
         h = self._header
         data = b"\n".join(lines)
-        if b'"' in data:  # quoting is parsed by one parser only, so a row's fate never
-            return None   # depends on which rows share its batch
+        if b'"' in data and not self._well_quoted(data):
+            return None  # odd quoting: only the csv module parses it, whatever else is in the batch
         try:
             data.decode("utf-8")  # pyarrow's invalid-row callback cannot report non-UTF-8 text
         except UnicodeDecodeError:

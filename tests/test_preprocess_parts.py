@@ -44,7 +44,9 @@ def test_interactions_fast_and_row_by_row_paths_agree():
     fast = parser._clean_batch(clean)
     slow = parser._row_by_row(clean)
     assert fast is not None and fast.rows.equals(slow.rows) and not fast.rejects
-    assert parser._clean_batch(clean + [b'"u4",i4,1']) is None  # quoting: the csv module only
+    quoted = clean + [b'"u4","i ""4""",1']  # quotes wrapping whole fields: both parsers agree
+    assert parser._clean_batch(quoted).rows.equals(parser._row_by_row(quoted).rows)
+    assert parser._clean_batch(clean + [b'"u4"x,i4,1']) is None  # odd quoting: the csv module only
     assert parser._clean_batch(clean + [b"u4,i1,-1"]) is None  # any bad row -> exact path
     parsed = parser(clean + [b"u4,i1,-1"])
     assert parsed.input_rows == 4 and parsed.rejects == [("u4,i1,-1", "rating_negative")]
