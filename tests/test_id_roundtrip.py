@@ -111,3 +111,47 @@ def test_every_output_reads_back_exactly_the_ids_that_went_in(users, items):
         assert ids[name] <= set(users) | set(items) and ids[name] & set(users), name
     assert ids["batch_pred"] >= set(users)  # every visitor has its line, its id intact
     assert ids["users_for_item"] >= set(items)
+
+
+TRICKY_IDS = ["plain", " leading and trailing ", 'quote"inside', '"fully quoted"', "back\\slash",
+              "semi;colon", "pipe|bar", "nul\x00byte", "\ufeffbom", "emoji 🙂", "אבג rtl", "nbsp\u00a0x",
+              "tab-like\u2003em-space", "über", "x" * 200, "#hash", "=formula", "[]{}()"]
+
+
+def test_tricky_ids_read_back_exactly_through_every_stage(tmp_path):
+    """The whole pipeline (TFT vocabularies, TFRecords, training, predictions, SavedModel)."""
+    import subprocess
+    import sys
+
+    import tensorflow as tf
+    from tensorflow_transform import TFTransformOutput
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    users = [f"user {u}" for u in TRICKY_IDS]
+    items = [f"item {i}" for i in TRICKY_IDS]
+    path = tmp_path / "r.csv"
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["user_id", "item_id", "rating"])
+        for n, user in enumerate(users):
+            for k in range(3):
+                writer.writerow([user, items[(n + k * 5) % len(items)], 1 + (n + k) % 4])
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-m", "pipeline.run", "--source=interactions",
+                             f"--input={path}", f"--output_dir={out}", "--epochs=2", "--n_embeds=4",
+                             "--eval_fraction=0", "--no_report", "--top_k=2", "--mode=both"],
+                            cwd=root, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metadata = json.load(open(out / "preproc" / "metadata.json"))
+    assert metadata["rejected_rows"] == 0 and metadata["nusers"] == len(users)
+    tft_output = TFTransformOutput(str(out / "preproc"))
+    assert {u.decode() for u in tft_output.vocabulary_by_name("vocab_users")} == set(users)
+    assert {i.decode() for i in tft_output.vocabulary_by_name("vocab_items")} == set(items)
+    ids = _read_everything(str(out / "predictions"))
+    assert ids["batch_pred"] >= set(users) and ids["users_for_item"] >= set(items)
+    assert ids["user_embeddings"] == set(users) and ids["item_factors"] == set(items)
+    export = out / "model" / "export"
+    served = tf.saved_model.load(str(export / max(os.listdir(export), key=int)))
+    answer = served.signatures["serving_default"](visitorId=tf.constant(users))
+    assert answer["known"].numpy().all()  # every visitor id is found by the SavedModel too
+    assert {c.decode() for row in answer["contentId"].numpy() for c in row} <= set(items)
