@@ -112,6 +112,8 @@ def export_saved_model(artifacts: Artifacts, users_vocab_file: str, items_vocab_
     module = Recommender(users_vocab_file, items_vocab_file, artifacts.row_factors,
                          artifacts.col_factors, seen, item_counts, k)
     export_root = join(artifacts.model_dir, "export")
+    for stale in tf.io.gfile.glob(join(export_root, ".tmp-*")):  # an export killed half-way
+        tf.io.gfile.rmtree(stale)
     tmp_dir = join(export_root, f".tmp-{uuid.uuid4().hex[:12]}")
     tf.saved_model.save(module, tmp_dir, signatures={"serving_default": module.serve})
     final_dir = next_version_dir(export_root)

@@ -133,8 +133,8 @@ def publish(staged: str, final: str, marker: str, run_id: str, store=None,
     if json.loads(store.read(staged_marker)).get("run_id") != run_id:
         raise ValueError(f"{staged_marker} belongs to another run than {run_id}")
     names = store.files(staged)
-    kept = [name for name in store.files(final) if name.startswith(keep) and name not in names] \
-        if keep else []
+    kept = [name for name in store.files(final) if name.startswith(keep) and name not in names
+            and "/.tmp-" not in name] if keep else []  # not the half-written leftovers of a kill
     if store.has_atomic_rename(final):
         for name in kept:  # still served from `final` until the swap, then from the new folder
             store.copy(_join(final, name), _join(staged, name))

@@ -119,3 +119,4 @@ def test_after_a_kill_every_output_is_entirely_old_or_entirely_new(old_run, tmp_
     assert _state(out / last, old[last]) == "new"
     _served_model_answers(out / "model")
     assert not [p for p in os.listdir(out) if p.startswith(("_tmp_", ".lock")) or ".replaced-" in p]
+    assert not [v for v in os.listdir(out / "model" / "export") if v.startswith(".tmp-")]
