@@ -68,7 +68,10 @@ class TopKPerBlockFn(beam.DoFn):
         spec = self.spec
         query = art.read_factors(spec["query_factors"])
         candidates = art.read_factors(spec["candidate_factors"])
-        self.scorer = recommendation_scorer(query, candidates, np.asarray(spec["candidate_counts"]))
+        optional = {key: None if spec.get(key) is None else np.asarray(spec[key], np.int64)
+                    for key in ("excluded", "blank")}
+        self.scorer = recommendation_scorer(query, candidates, np.asarray(spec["candidate_counts"]),
+                                            optional["excluded"], optional["blank"])
         self.query_vocab = art.read_vocabulary(spec["query_vocab"])
         self.candidate_vocab = art.read_vocabulary(spec["candidate_vocab"])
 

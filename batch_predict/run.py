@@ -21,6 +21,7 @@ import time
 import numpy as np
 
 from batch_predict import artifacts as art
+from batch_predict import filters
 from batch_predict import outputs as out
 from batch_predict.serving import export_saved_model
 from batch_predict.topk import recommendation_scorer, similarity_scorer
@@ -58,6 +59,13 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--block_size", type=int, default=2048,
                        help="Query rows scored per matrix product (memory ~ block_size x catalog).")
     group.add_argument("--n_similar", type=int, default=10, help="Similar items per item.")
+    group.add_argument("--exclude_items", default=None, metavar="FILE",
+                       help="contentIds never to recommend, one a line (local or gs://): expired "
+                            "articles, products out of stock. Applies to batch_pred, similar "
+                            "items, targeting lists (theirs are empty) and the SavedModel.")
+    group.add_argument("--include_items", default=None, metavar="FILE",
+                       help="contentIds that alone may be recommended, one a line (local or "
+                            "gs://); with --exclude_items, those minus the excluded ones.")
     group.add_argument("--keep_versions", type=int, default=3,
                        help="SavedModel versions kept under model/export/ (the newest; older ones "
                             "are deleted only after a new version is complete); 0 keeps all.")
@@ -85,6 +93,8 @@ class Direction:
     output_name: str
     query: Entity
     candidates: Entity
+    excluded: np.ndarray | None = None  # candidates never returned (item filters)
+    blank: np.ndarray | None = None     # query rows left with an empty list (item filters)
 
 
 def entities(a: art.Artifacts) -> tuple[Entity, Entity]:
@@ -98,7 +108,7 @@ def entities(a: art.Artifacts) -> tuple[Entity, Entity]:
 def _topk_local(direction: Direction, args, staging: out.Staging, seen: art.SeenMatrix,
                 candidate_counts: np.ndarray) -> int:
     scorer = recommendation_scorer(direction.query.factors, direction.candidates.factors,
-                                   candidate_counts)
+                                   candidate_counts, direction.excluded, direction.blank)
     name = direction.output_name
     return out.write_topk(scorer.blocks(seen, args.top_k, args.block_size), direction.query.vocab,
                           direction.candidates.vocab, staging.path(out.shard_name(name)),
@@ -116,6 +126,8 @@ def _beam_spec(direction: Direction, args, candidate_counts: np.ndarray) -> dict
             "query_factors": join(args.model_dir, query.factors_file),
             "candidate_factors": join(args.model_dir, candidates.factors_file),
             "candidate_counts": candidate_counts.tolist(),
+            "excluded": None if direction.excluded is None else direction.excluded.tolist(),
+            "blank": None if direction.blank is None else direction.blank.tolist(),
             "query_vocab": query.vocab_file, "candidate_vocab": candidates.vocab_file}
 
 
@@ -136,7 +148,9 @@ def _run_beam_job(directions: list[Direction], args, staging: out.Staging, count
             # the SavedModel is exported by the job's last step, once nothing can refuse any more
             "export": {"preproc_dir": args.preproc_dir, "model_dir": args.model_dir, "top_k": args.top_k,
                        "check_preproc_path": not getattr(args, "ignore_preproc_path", False),
-                       "keep_versions": args.keep_versions}
+                       "keep_versions": args.keep_versions,
+                       "excluded_items": None if recommend_excluded(directions) is None
+                       else recommend_excluded(directions).tolist()}
             if "export" in args.outputs else None}
     options = beam_runner.pipeline_options(beam_argv, input_size=sum(
         beam_runner.input_bytes(spec["seen_pattern"]) for spec in specs))
@@ -176,8 +190,17 @@ def _lineage(a) -> dict:
     return {"preproc_run_id": a.metadata.get("run_id"), "model_run_id": a.model_info.get("run_id")}
 
 
+def recommend_excluded(directions: list[Direction]) -> np.ndarray | None:
+    """The item filter, from whichever direction carries it."""
+    for d in directions:
+        for ids in (d.excluded, d.blank):
+            if ids is not None:
+                return ids
+    return None
+
+
 def export_model(preproc_dir: str, model_dir: str, top_k: int, check_preproc_path: bool = True,
-                 keep_versions: int = 0) -> str:
+                 keep_versions: int = 0, excluded_items: list | None = None) -> str:
     """The SavedModel export from the stage's input folders alone (the Beam job's last step runs
     it on a worker); returns the version folder."""
     a = art.load_artifacts(preproc_dir, model_dir, check_preproc_path=check_preproc_path)
@@ -185,7 +208,8 @@ def export_model(preproc_dir: str, model_dir: str, top_k: int, check_preproc_pat
     seen = art.read_seen(preproc_dir, users.records_prefix, len(users.vocab), len(items.vocab))
     item_counts = art.count_per_key(preproc_dir, items.records_prefix, len(items.vocab))
     return export_saved_model(a, users.vocab_file, items.vocab_file, seen, item_counts, top_k,
-                              keep_versions)
+                              keep_versions, None if excluded_items is None
+                              else np.asarray(excluded_items, np.int64))
 
 
 def _timed(summary: dict, name: str, fn, *fn_args):
@@ -225,6 +249,8 @@ def validate_args(args: argparse.Namespace) -> None:
     """Flag checks that need no data (the driver runs them before any stage starts)."""
     if args.top_k < 1 or args.block_size < 1 or args.n_similar < 0:
         raise ValueError("--top_k and --block_size must be >= 1 and --n_similar >= 0")
+    cli.check_range(args, "keep_versions", 0)
+    filters.check_files(args)
 
 
 def run(args: argparse.Namespace, beam_argv: list[str] | None = None) -> dict:
@@ -234,7 +260,9 @@ def run(args: argparse.Namespace, beam_argv: list[str] | None = None) -> dict:
     a = art.load_artifacts(args.preproc_dir, args.model_dir,
                            check_preproc_path=not getattr(args, "ignore_preproc_path", False))
     users, items = entities(a)
-    recommend, target = Direction("batch_pred", users, items), Direction("users_for_item", items, users)
+    left_out = filters.filtered_items(args, a.vocab_items)  # --exclude_items / --include_items
+    recommend = Direction("batch_pred", users, items, excluded=left_out)
+    target = Direction("users_for_item", items, users, blank=left_out)
     directions = {"items_for_user": [recommend], "users_for_item": [target],
                   "both": [recommend, target]}[args.mode]
     seen, counts = _read_records(a, args, directions, recommend)
@@ -251,7 +279,8 @@ def run(args: argparse.Namespace, beam_argv: list[str] | None = None) -> dict:
         if "export" in args.outputs and args.engine == "local":
             summary["export_dir"] = _timed(summary, "export", export_saved_model, a,
                                            users.vocab_file, items.vocab_file, seen["batch_pred"],
-                                           counts["items"], args.top_k, args.keep_versions)
+                                           counts["items"], args.top_k, args.keep_versions,
+                                           left_out)
         if args.engine == "beam":
             if not _timed(summary, "beam_job", _run_beam_job, directions, args, staging, counts,
                           summary, _lineage(a), list(beam_argv or [])):
@@ -277,7 +306,7 @@ def run(args: argparse.Namespace, beam_argv: list[str] | None = None) -> dict:
 def _write_extras(a: art.Artifacts, args, staging: out.Staging, summary: dict,
                   item_counts: np.ndarray) -> None:
     if "similar_items" in args.outputs and args.n_similar > 0:
-        scorer = similarity_scorer(a.col_factors)
+        scorer = similarity_scorer(a.col_factors, filters.filtered_items(args, a.vocab_items))
         identity = art.SeenMatrix.identity(a.nitems)
         _timed(summary, "similar_items", out.write_topk,
                scorer.blocks(identity, args.n_similar, args.block_size), a.vocab_items,

@@ -41,7 +41,8 @@ class Recommender(tf.Module):
     """Everything needed to answer top-k queries for raw visitor ids, as a tf.Module."""
 
     def __init__(self, users_vocab_file: str, items_vocab_file: str, row_factors: np.ndarray,
-                 col_factors: np.ndarray, seen: SeenMatrix, item_counts: np.ndarray, k: int):
+                 col_factors: np.ndarray, seen: SeenMatrix, item_counts: np.ndarray, k: int,
+                 excluded_items: np.ndarray | None = None):
         super().__init__()
         self.k = min(k, len(col_factors))
         self.nusers = len(row_factors)
@@ -60,6 +61,10 @@ class Recommender(tf.Module):
         self.seen_row_splits = tf.Variable(np.append(seen.indptr, seen.indptr[-1]), trainable=False)
         self.seen_items = tf.Variable(seen.indices, trainable=False)
         self.item_counts = tf.Variable(item_counts.astype(np.float32), trainable=False)
+        mask = np.zeros(len(col_factors), np.float32)  # -inf: never recommended (item filters)
+        if excluded_items is not None:
+            mask[excluded_items] = -np.inf
+        self.item_mask = tf.Variable(mask, trainable=False)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="visitorId")])
     def serve(self, visitor_ids):
@@ -69,7 +74,7 @@ class Recommender(tf.Module):
         user_factors = tf.gather(self.row_factors, rows)
         scores = tf.matmul(user_factors, self.col_factors, transpose_b=True)
         cold = tf.reduce_all(tf.equal(user_factors, 0.0), axis=1)
-        scores = tf.where(cold[:, None], self.item_counts[None, :], scores)
+        scores = tf.where(cold[:, None], self.item_counts[None, :], scores) + self.item_mask[None, :]
         seen = tf.gather(tf.RaggedTensor.from_row_splits(self.seen_items, self.seen_row_splits),
                          rows)
         pairs = tf.stack([seen.value_rowids(), seen.values], axis=1)
@@ -102,7 +107,8 @@ def prune_versions(export_root: str, keep: int) -> list[str]:
 
 
 def export_saved_model(artifacts: Artifacts, users_vocab_file: str, items_vocab_file: str,
-                       seen: SeenMatrix, item_counts: np.ndarray, k: int, keep_versions: int = 0) -> str:
+                       seen: SeenMatrix, item_counts: np.ndarray, k: int, keep_versions: int = 0,
+                       excluded_items: np.ndarray | None = None) -> str:
     """Writes the servable SavedModel to <model_dir>/export/<next version>; returns its path.
 
     Saved to a temporary folder first and renamed, so TF Serving never sees a half-written
@@ -110,7 +116,7 @@ def export_saved_model(artifacts: Artifacts, users_vocab_file: str, items_vocab_
     """
     started = time.time()
     module = Recommender(users_vocab_file, items_vocab_file, artifacts.row_factors,
-                         artifacts.col_factors, seen, item_counts, k)
+                         artifacts.col_factors, seen, item_counts, k, excluded_items)
     export_root = join(artifacts.model_dir, "export")
     for stale in tf.io.gfile.glob(join(export_root, ".tmp-*")):  # an export killed half-way
         tf.io.gfile.rmtree(stale)

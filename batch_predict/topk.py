@@ -132,6 +132,7 @@ class Scorer:
     candidates: np.ndarray   # float32 [nc, f]
     cold_scores: np.ndarray | None = None  # float32 [nc], used for all-zero query rows
     excluded: np.ndarray | None = None     # int64 candidate ids never to return
+    blank_queries: np.ndarray | None = None  # int64 query ids whose lists stay empty (filters)
 
     def __post_init__(self):
         self.query = np.ascontiguousarray(self.query, dtype=np.float32)
@@ -149,9 +150,15 @@ class Scorer:
         """Top-k of query rows [start, stop); seen_pairs = (row - start, candidate id) arrays."""
         if self._buffer is None or len(self._buffer) < stop - start:
             self._buffer = aligned_empty((stop - start, self.candidates_t.shape[1]))
-        return top_k_block(self.query[start:stop], self.candidates_t, *seen_pairs, k,
-                           start, self.cold_scores, self.excluded, self._buffer,
-                           self.ncandidates)
+        block = top_k_block(self.query[start:stop], self.candidates_t, *seen_pairs, k,
+                            start, self.cold_scores, self.excluded, self._buffer,
+                            self.ncandidates)
+        if self.blank_queries is not None and len(self.blank_queries):
+            blank = self.blank_queries[(self.blank_queries >= start) & (self.blank_queries < stop)]
+            if not block.scores.flags.writeable:
+                block.scores = block.scores.copy()
+            block.scores[blank - start] = -np.inf  # rows() then yields them empty
+        return block
 
     def blocks(self, seen: SeenMatrix, k: int, block_size: int) -> Iterator[TopKBlock]:
         """Top-k of every query row, one block of `block_size` rows at a time, in row order."""
@@ -160,18 +167,24 @@ class Scorer:
             yield self.block(start, stop, seen.block(start, stop), k)
 
 
-def recommendation_scorer(query: np.ndarray, candidates: np.ndarray,
-                          candidate_counts: np.ndarray) -> Scorer:
-    """Users -> items (or items -> users): cold rows fall back to the most frequent candidates."""
-    return Scorer(query, candidates, cold_scores=candidate_counts.astype(np.float32))
+def recommendation_scorer(query: np.ndarray, candidates: np.ndarray, candidate_counts: np.ndarray,
+                          excluded: np.ndarray | None = None,
+                          blank_queries: np.ndarray | None = None) -> Scorer:
+    """Users -> items (or items -> users): cold rows fall back to the most frequent candidates.
+    `excluded` candidates are never returned; `blank_queries` rows get empty lists (the item
+    filters: an excluded item is never recommended, nor targeted)."""
+    return Scorer(query, candidates, cold_scores=candidate_counts.astype(np.float32),
+                  excluded=excluded, blank_queries=blank_queries)
 
 
-def similarity_scorer(factors: np.ndarray) -> Scorer:
+def similarity_scorer(factors: np.ndarray, excluded: np.ndarray | None = None) -> Scorer:
     """Items -> items by cosine similarity. Items with an all-zero factor have no direction:
     they get no similar items and are never listed as similar (pair with SeenMatrix.identity
-    so that an item never lists itself)."""
+    so that an item never lists itself); `excluded` items are never listed as similar either."""
     norms = np.linalg.norm(factors, axis=1, keepdims=True)
     unit = np.divide(factors, norms, out=np.zeros_like(factors, dtype=np.float32), where=norms > 0)
     no_direction = np.flatnonzero(norms[:, 0] == 0)
+    if excluded is not None:
+        no_direction = np.union1d(no_direction, excluded)
     return Scorer(unit, unit, cold_scores=np.full(len(factors), -np.inf, np.float32),
                   excluded=no_direction)
