@@ -6,7 +6,8 @@ export adds version max+1, which TF Serving then serves). Inside the graph:
   unknown visitors use an extra all-zero user row with no seen items, so like users without
   training data (zero factor) they are scored by item popularity
   scores = user factor . item factors; items the user already has -> -inf (seen items are stored
-  as a ragged row_splits/values pair, never dense); tf.math.top_k (ties: lower itemId first)
+  as a ragged row_splits/values pair, never dense), and so do items left out by
+  --exclude_items / --include_items (a mask); tf.math.top_k (ties: lower itemId first)
   itemId --(table over vocab_items)--> contentId; empty slots (fewer than k admissible items)
   come back as contentId "" with score 0.
 
