@@ -132,7 +132,8 @@ def _beam_spec(direction: Direction, args, candidate_counts: np.ndarray) -> dict
 
 
 def _run_beam_job(directions: list[Direction], args, staging: out.Staging, counts: dict,
-                  summary: dict, lineage: dict, beam_argv: list[str]) -> bool:
+                  summary: dict, lineage: dict, left_out: np.ndarray | None,
+                  beam_argv: list[str]) -> bool:
     """One Beam job for every direction; it publishes the staged folder itself as its last step.
     Returns False after a template launch (the job runs later), True once it has published."""
     import apache_beam as beam
@@ -149,8 +150,7 @@ def _run_beam_job(directions: list[Direction], args, staging: out.Staging, count
             "export": {"preproc_dir": args.preproc_dir, "model_dir": args.model_dir, "top_k": args.top_k,
                        "check_preproc_path": not getattr(args, "ignore_preproc_path", False),
                        "keep_versions": args.keep_versions,
-                       "excluded_items": None if recommend_excluded(directions) is None
-                       else recommend_excluded(directions).tolist()}
+                       "excluded_items": None if left_out is None else left_out.tolist()}
             if "export" in args.outputs else None}
     options = beam_runner.pipeline_options(beam_argv, input_size=sum(
         beam_runner.input_bytes(spec["seen_pattern"]) for spec in specs))
@@ -188,15 +188,6 @@ def _run_beam_job(directions: list[Direction], args, staging: out.Staging, count
 def _lineage(a) -> dict:
     """Which preprocess run and which training run the predictions come from (manifest.json)."""
     return {"preproc_run_id": a.metadata.get("run_id"), "model_run_id": a.model_info.get("run_id")}
-
-
-def recommend_excluded(directions: list[Direction]) -> np.ndarray | None:
-    """The item filter, from whichever direction carries it."""
-    for d in directions:
-        for ids in (d.excluded, d.blank):
-            if ids is not None:
-                return ids
-    return None
 
 
 def export_model(preproc_dir: str, model_dir: str, top_k: int, check_preproc_path: bool = True,
@@ -275,7 +266,7 @@ def run(args: argparse.Namespace, beam_argv: list[str] | None = None) -> dict:
                 _timed(summary, d.output_name, _topk_local, d, args, staging, seen[d.output_name],
                        counts[d.candidates.name])
         # the Beam engine stages these first: its job publishes the folder as its last step
-        _write_extras(a, args, staging, summary, counts.get("items"))
+        _write_extras(a, args, staging, summary, counts.get("items"), left_out)
         if "export" in args.outputs and args.engine == "local":
             summary["export_dir"] = _timed(summary, "export", export_saved_model, a,
                                            users.vocab_file, items.vocab_file, seen["batch_pred"],
@@ -283,7 +274,7 @@ def run(args: argparse.Namespace, beam_argv: list[str] | None = None) -> dict:
                                            left_out)
         if args.engine == "beam":
             if not _timed(summary, "beam_job", _run_beam_job, directions, args, staging, counts,
-                          summary, _lineage(a), list(beam_argv or [])):
+                          summary, _lineage(a), left_out, list(beam_argv or [])):
                 return {**summary, "launched": args.output_dir, "first_lines": []}
             summary["files"] = [join(args.output_dir, name) for name in
                                 read_json(join(args.output_dir, out.MANIFEST))["files"]]
@@ -304,9 +295,9 @@ def run(args: argparse.Namespace, beam_argv: list[str] | None = None) -> dict:
 
 
 def _write_extras(a: art.Artifacts, args, staging: out.Staging, summary: dict,
-                  item_counts: np.ndarray) -> None:
+                  item_counts: np.ndarray, left_out: np.ndarray | None) -> None:
     if "similar_items" in args.outputs and args.n_similar > 0:
-        scorer = similarity_scorer(a.col_factors, filters.filtered_items(args, a.vocab_items))
+        scorer = similarity_scorer(a.col_factors, left_out)
         identity = art.SeenMatrix.identity(a.nitems)
         _timed(summary, "similar_items", out.write_topk,
                scorer.blocks(identity, args.n_similar, args.block_size), a.vocab_items,
