@@ -31,8 +31,8 @@ from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 from tfx_bsl.public import tfxio
 from tfx_bsl.tfxio import tensor_representation_util
 
-from pipeline import (artifacts, beam_runner, cli, columnar, examples, ga, lock, sample, sources,
-                      sql, textio)
+from pipeline import artifacts, beam_runner, cli, columnar, examples, lock, sample, sources
+from pipeline.sources import ga, sql, textio
 from pipeline.preprocess_finish import REFUSED, FinishPreprocess, PreprocessError, make_plan
 from transforms import preprocessing as pp
 

@@ -8,7 +8,8 @@ import random
 
 import pytest
 
-from pipeline import ga, sample
+from pipeline import sample
+from pipeline.sources import ga
 
 
 def _page(hit_number, time_ms, content_id=None, **extra):

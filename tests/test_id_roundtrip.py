@@ -1,6 +1,6 @@
 """Ids read back exactly from every output, whatever they hold (property tests, hypothesis).
 
-The rule (pipeline/ga.py ID_FORBIDDEN): an id may hold anything but a comma, a TAB or a line break
+The rule (pipeline/sources/ga.py ID_FORBIDDEN): an id may hold anything but a comma, a TAB or a line break
 (what the text outputs separate with); such ids are rejected at input with a reason. Every id the
 inputs accept must then come back, character for character, from each output read the standard
 way: text lines split on TAB and comma (also with str.splitlines), CSV with the csv module, JSON
@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from batch_predict.run import run
-from pipeline import ga, sources
+from pipeline import sources
+from pipeline.sources import ga
 from predict_fixtures import make_fixture, predict_args
 
 # any text, with the forbidden characters over-represented so the rule is exercised

@@ -10,7 +10,7 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from tensorflow_transform import TFTransformOutput
 
 from pipeline import sources
-from pipeline.textio import InputFileError, ReadLineBatches
+from pipeline.sources.textio import InputFileError, ReadLineBatches
 from preprocess_fixtures import read_rejects, run_stage
 
 LINES = [f"line {i:05d} " + "x" * (i % 37) for i in range(3000)]
@@ -141,7 +141,7 @@ def test_a_rows_fate_does_not_depend_on_its_batch(row):
 @pytest.mark.parametrize("kind, compress", [("bzip2", bz2.compress), ("lzma", lzma.compress),
                                             ("gzip", gzip.compress)])
 def test_multi_stream_files_whatever_the_read_boundaries(tmp_path, kind, compress):
-    from pipeline import textio
+    from pipeline.sources import textio
     data = _data()
     first = compress(data[:5000])
     path = tmp_path / "multi"
@@ -153,7 +153,7 @@ def test_multi_stream_files_whatever_the_read_boundaries(tmp_path, kind, compres
 def test_gzip_padding_is_ignored_and_empty_or_broken_files_fail_naming_them(tmp_path):
     import zstandard
 
-    from pipeline import textio
+    from pipeline.sources import textio
     (tmp_path / "padded.gz").write_bytes(gzip.compress(_data()) + b"\0" * 1000)
     assert sorted(_read_all(str(tmp_path / "padded.gz"))) == sorted(line.encode() for line in LINES)
     (tmp_path / "empty.gz").write_bytes(b"")

@@ -13,7 +13,8 @@ import sys
 import pytest
 import tensorflow_transform as tft
 
-from pipeline import ga, preprocess
+from pipeline import preprocess
+from pipeline.sources import ga
 from tests.preprocess_fixtures import (assert_median_is_learned, decode_interactions,
                                        expected_ratings, read_rejects, run_stage, write_lines)
 

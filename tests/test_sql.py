@@ -1,10 +1,11 @@
-"""pipeline.sql: strict validation of the SQL inputs, and the preset queries executed (sqlglot ->
-DuckDB) over NDJSON sessions give exactly what pipeline.ga computes on the same sessions."""
+"""pipeline.sources.sql: strict validation of the SQL inputs, and the preset queries executed (sqlglot ->
+DuckDB) over NDJSON sessions give exactly what pipeline.sources.ga computes on the same sessions."""
 import copy
 
 import pytest
 
-from pipeline import ga, sample, sql
+from pipeline import sample
+from pipeline.sources import ga, sql
 from tests.ga_fixtures import run_bigquery_sql_on_ndjson, write_ndjson
 
 TABLE = "my-project.analytics_123.ga_sessions_*"
@@ -82,10 +83,10 @@ def test_bad_preset_weight_and_dates_on_plain_table():
         sql.build_query("news", "my-project.ds.ga_sessions_20240101", start_date="20240101")
 
 
-# --- execution: the SQL and pipeline.ga agree on the same sessions -------------------------------
+# --- execution: the SQL and pipeline.sources.ga agree on the same sessions -------------------------------
 
 def _rejected_by_ga_but_typed(sessions):
-    """Sessions BigQuery can hold (typed fields) that pipeline.ga rejects as a whole."""
+    """Sessions BigQuery can hold (typed fields) that pipeline.sources.ga rejects as a whole."""
     base = next(s for s in sessions
                 if sum(h["type"] == "PAGE" and any(d["index"] == "10" for d in
                        h.get("customDimensions", [])) for h in s["hits"]) >= 3)

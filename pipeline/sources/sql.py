@@ -1,6 +1,6 @@
 """BigQuery standard SQL for the GA presets, with strict validation of everything interpolated.
 
-The queries give exactly what `pipeline.ga` computes on the export files (one row per
+The queries give exactly what `pipeline.sources.ga` computes on the export files (one row per
 (visitorId, contentId), summed across sessions, value > 0), including the whole-session rejects
 that can happen on typed BigQuery data: a session with a PAGE hit lacking time or hitNumber, two
 PAGE hits sharing a hitNumber, an empty content id or an absurd time on page yields nothing, like
@@ -24,7 +24,7 @@ import datetime
 import math
 import re
 
-from pipeline.ga import (DEFAULT_CONTENT_DIMENSION, DEFAULT_MAX_TIME_ON_PAGE_MS,
+from pipeline.sources.ga import (DEFAULT_CONTENT_DIMENSION, DEFAULT_MAX_TIME_ON_PAGE_MS,
                          DEFAULT_PURCHASE_WEIGHT, ID_SEPARATORS, PRESETS, re2_class)
 
 # project: 6-30 chars, lowercase letters/digits/hyphens, optional legacy "domain.com:" prefix;
@@ -35,8 +35,8 @@ _TABLE_RE = re.compile(
     r"\.(?:[A-Za-z0-9_][A-Za-z0-9_-]{0,1023}\*?|\*)")
 _DATE_RE = re.compile(r"\d{8}")
 MAX_CUSTOM_DIMENSION = 200  # GA360 has custom dimensions 1..200
-# Ids that would break the prediction files (pipeline.ga.ID_SEPARATORS): the session is dropped,
-# as pipeline.ga rejects it.
+# Ids that would break the prediction files (pipeline.sources.ga.ID_SEPARATORS): the session is dropped,
+# as pipeline.sources.ga rejects it.
 _BAD_IDS = (f"REGEXP_CONTAINS(contentId, r'{re2_class(ID_SEPARATORS['item_id'])}') "
             f"OR REGEXP_CONTAINS(visitorId, r'{re2_class(ID_SEPARATORS['user_id'])}')")
 
@@ -140,7 +140,7 @@ timed_pages AS (
 checked_pages AS (
   SELECT
     visitorId, contentId, time_on_page_ms,
-    -- a session pipeline.ga would reject contributes nothing
+    -- a session pipeline.sources.ga would reject contributes nothing
     MAX(CASE WHEN hit_time_ms IS NULL OR hit_number IS NULL OR pages_with_hit_number > 1
                OR (has_content_dimension AND COALESCE(TRIM(contentId), '') = '')
                OR time_on_page_ms > {max_time_on_page_ms} OR {_BAD_IDS}
@@ -174,7 +174,7 @@ WITH product_actions AS (
 checked_actions AS (
   SELECT
     visitorId, contentId, score,
-    -- a session pipeline.ga would reject (empty SKU) contributes nothing
+    -- a session pipeline.sources.ga would reject (empty SKU) contributes nothing
     MAX(CASE WHEN COALESCE(TRIM(contentId), '') = '' OR {_BAD_IDS} THEN 1 ELSE 0 END)
       OVER (PARTITION BY visitorId, visitId, session_date) AS session_rejected
   FROM product_actions

@@ -4,7 +4,7 @@ A session is one row of the GA360 BigQuery export (`fullVisitorId`, `visitId`, `
 dict from BigQuery or a line of a `bq extract --destination_format=NEWLINE_DELIMITED_JSON` file,
 where INT64 fields are written as strings ("time": "12345"); both forms are read.
 
-Presets (the BigQuery SQL in `pipeline.sql` gives the same interactions on the same sessions):
+Presets (the BigQuery SQL in `pipeline.sources.sql` gives the same interactions on the same sessions):
 
 news
     Take the session's PAGE hits ordered by (time, hitNumber). A PAGE hit's time on page is the

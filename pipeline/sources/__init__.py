@@ -5,7 +5,7 @@ Every source expands to the same three PCollections (a `SourceOutput`):
   rejected  {"raw": str, "reason": str, "source": str}, one per rejected input row
   stats     per-batch count dicts {"input_rows", "accepted_rows", "rejected_rows", "rejected.<reason>"}
 so input_rows = accepted_rows + rejected_rows holds by construction. File sources read lines with
-`pipeline.textio.ReadLineBatches` and parse a batch at a time (one DoFn call per few thousand
+`pipeline.sources.textio.ReadLineBatches` and parse a batch at a time (one DoFn call per few thousand
 lines) to keep per-element Beam overhead off the hot path. Every source rejects ids that are blank
 or hold a separator of the prediction files (`ga.id_separator_reason`) with the same reasons.
 """
@@ -26,8 +26,8 @@ import pyarrow.compute as pc
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from pipeline import ga
-from pipeline.textio import InputFileError, ReadLineBatches, matching_files
+from pipeline.sources import ga
+from pipeline.sources.textio import InputFileError, ReadLineBatches, matching_files
 
 REQUIRED_COLUMNS = ("user_id", "item_id", "rating")
 _MAX_RAW_CHARS = 10_000  # a reject keeps enough of the row to debug it, not a 100 MB line
@@ -401,7 +401,7 @@ def _parse_bigquery_rows(rows: list[dict]) -> ParsedBatch:
 
 
 class ReadBigQuery(beam.PTransform):
-    """Standard-SQL query (from pipeline.sql.build_query) -> SourceOutput."""
+    """Standard-SQL query (from pipeline.sources.sql.build_query) -> SourceOutput."""
 
     def __init__(self, query: str):
         super().__init__()
@@ -422,7 +422,7 @@ def source_transform(args) -> beam.PTransform:
     if args.source == "interactions":
         return ReadInteractions(args.input)
     if args.source == "bigquery":
-        from pipeline import sql
+        from pipeline.sources import sql
         if not args.table:
             raise ValueError("--source bigquery needs --table, e.g. project.dataset.ga_sessions_*")
         return ReadBigQuery(sql.build_query(
