@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from batch_predict.run import run
-from pipeline import sources
+from pipeline.sources import interactions
 from pipeline.sources import ga
 from predict_fixtures import make_fixture, predict_args
 
@@ -38,7 +38,7 @@ def _csv_line(*fields) -> bytes:
 @settings(max_examples=300, deadline=None)
 @given(user=ANY_ID, item=ANY_ID)
 def test_the_interactions_reader_accepts_exactly_the_ids_the_rule_allows(user, item):
-    parse = sources._InteractionsParser(sources.parse_header("user_id,item_id,rating"))
+    parse = interactions.InteractionsParser(interactions.parse_header("user_id,item_id,rating"))
     parsed = parse([_csv_line(user, item, "3")])
     expected = None
     for side, value in (("user_id", user), ("item_id", item)):

@@ -9,7 +9,7 @@ import pytest
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from tensorflow_transform import TFTransformOutput
 
-from pipeline import sources
+from pipeline.sources import interactions
 from pipeline.sources.textio import InputFileError, ReadLineBatches
 from preprocess_fixtures import read_rejects, run_stage
 
@@ -121,7 +121,7 @@ ODD_ROWS = ['u1,a"b,3', 'u1,"i1"x,3', 'u1,"i1" ,3', '"u1"u,i1,3', 'u2,"i2",4', '
 
 @pytest.mark.parametrize("row", ODD_ROWS)
 def test_a_rows_fate_does_not_depend_on_its_batch(row):
-    parse = sources._InteractionsParser(sources.parse_header("user_id,item_id,rating"))
+    parse = interactions.InteractionsParser(interactions.parse_header("user_id,item_id,rating"))
     clean = [f"c{i},d{i},{i}".encode() for i in range(20)]
 
     def outcome(batch):

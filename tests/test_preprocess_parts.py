@@ -11,7 +11,7 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipeline import beam_runner, columnar, examples, preprocess, sources
-from pipeline.sources import sql, textio
+from pipeline.sources import interactions, sql, textio
 from transforms import preprocessing as pp
 from tests.preprocess_fixtures import stage_args
 
@@ -30,17 +30,17 @@ def test_line_ranges_read_every_line_exactly_once(tmp_path, range_bytes):
 
 
 def test_parse_header_detects_delimiter_and_columns():
-    h = sources.parse_header("\ufeffts\titem_id\tUser_Id\trating\r\n")
+    h = interactions.parse_header("\ufeffts\titem_id\tUser_Id\trating\r\n")
     assert (h.delimiter, h.user_col, h.item_col, h.rating_col, h.num_columns) == ("\t", 2, 1, 3, 4)
-    h = sources.parse_header("user_id,item_id,rating")
+    h = interactions.parse_header("user_id,item_id,rating")
     assert (h.delimiter, h.num_columns) == (",", 3)
     with pytest.raises(ValueError, match="rating"):
-        sources.parse_header("user_id,item_id,score")
+        interactions.parse_header("user_id,item_id,score")
 
 
 def test_interactions_fast_and_row_by_row_paths_agree():
-    header = sources.parse_header("user_id,item_id,rating")
-    parser = sources._InteractionsParser(header)
+    header = interactions.parse_header("user_id,item_id,rating")
+    parser = interactions.InteractionsParser(header)
     clean = [b"u1,i1,3", b"u 2,i2,0.5", b"u3,i1,1e2"]
     fast = parser._clean_batch(clean)
     slow = parser._row_by_row(clean)
@@ -56,7 +56,7 @@ def test_interactions_fast_and_row_by_row_paths_agree():
 @pytest.mark.parametrize("delimiter", [",", "\t"])
 def test_ids_holding_a_prediction_file_separator_are_rejected(delimiter):
     # text outputs are id<TAB>id1,id2,... on both sides: no comma, TAB or line break in any id
-    parser = sources._InteractionsParser(sources.parse_header(f"user_id{delimiter}item_id{delimiter}rating"))
+    parser = interactions.InteractionsParser(interactions.parse_header(f"user_id{delimiter}item_id{delimiter}rating"))
 
     def line(user, item):
         return delimiter.join(f'"{field}"' for field in (user, item, "1")).encode()
