@@ -192,7 +192,7 @@ def finish_predictions(_, plan: dict, specs: list[dict], counts: dict, *written)
     from batch_predict.outputs import MANIFEST, Staging
 
     if publish.marker_run_id(plan["output_dir"], MANIFEST) == plan["run_id"]:
-        _remove(plan["scratch"])
+        publish.remove_tree(plan["scratch"])
         return
     problems = []
     for spec in specs:
@@ -212,15 +212,8 @@ def finish_predictions(_, plan: dict, specs: list[dict], counts: dict, *written)
         from batch_predict.run import export_model
         manifest["export_dir"] = export_model(**plan["export"])
     Staging.reopen(plan["output_dir"], plan["staged"], plan["run_id"]).commit(manifest)
-    _remove(plan["scratch"])
+    publish.remove_tree(plan["scratch"])
     log.info("predictions published to %s", plan["output_dir"])
-
-
-def _remove(folder: str) -> None:
-    import tensorflow as tf
-
-    if tf.io.gfile.exists(folder):
-        tf.io.gfile.rmtree(folder)
 
 
 def _first_line(pattern: str) -> str | None:

@@ -24,6 +24,7 @@ import os
 import socket
 
 from pipeline.artifacts import join
+from pipeline.publish import REFUSED
 
 LOG = logging.getLogger(__name__)
 LOCK_NAME = ".lock"
@@ -218,7 +219,7 @@ def scratch_is_dead(folder: str) -> bool:
     (a template launch's job, or a writer on another machine) older than LEASE_HOURS."""
     import tensorflow as tf
 
-    if tf.io.gfile.exists(join(folder, "refused.json")):
+    if tf.io.gfile.exists(join(folder, REFUSED)):
         return True
     try:
         with tf.io.gfile.GFile(join(folder, OWNER)) as f:

@@ -67,7 +67,7 @@ def finish_stage(_, plan: dict, stats: dict, *written) -> None:
     Idempotent: Dataflow retries a failed bundle, so this may run again after a crash at any
     point, even after the publish completed."""
     if publish.marker_run_id(plan["preproc"], MARKER) == plan["run_id"]:
-        _remove(plan["scratch"])  # published by an earlier attempt
+        publish.remove_tree(plan["scratch"])  # published by an earlier attempt
         return
     try:
         check_counts(plan, stats)
@@ -78,15 +78,10 @@ def finish_stage(_, plan: dict, stats: dict, *written) -> None:
     if not tf.io.gfile.exists(artifacts.join(plan["staging"], MARKER)):  # kept from an earlier attempt
         publish.write_marker(plan["staging"], MARKER, metadata)
     publish.publish(plan["staging"], plan["preproc"], MARKER, plan["run_id"])
-    _remove(plan["scratch"])  # TFT's temp files
+    publish.remove_tree(plan["scratch"])  # TFT's temp files
     LOG.info("preprocess: %d users x %d items, %d interactions, median value %s, %.1f s -> %s",
              metadata["nusers"], metadata["nitems"], metadata["interactions"],
              metadata["rating"]["median_value"], metadata["seconds"], plan["preproc"])
-
-
-def _remove(folder: str) -> None:
-    if tf.io.gfile.exists(folder):
-        tf.io.gfile.rmtree(folder)
 
 
 def check_counts(plan: dict, stats: dict) -> None:

@@ -170,6 +170,11 @@ def publish(staged: str, final: str, marker: str, run_id: str, store=None,
     store.delete_tree(staged)
 
 
+def remove_tree(folder: str, store=None) -> None:
+    """Deletes a scratch folder if it is there (a finishing step may run again after doing so)."""
+    (store or GFileStore()).delete_tree(folder)
+
+
 def write_marker(folder: str, marker: str, payload: dict, store=None) -> None:
     """Writes the marker (strict JSON) into a staged folder, the last file before `publish`."""
     store = store or GFileStore()

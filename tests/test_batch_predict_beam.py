@@ -7,6 +7,7 @@ import pytest
 from batch_predict.artifacts import ArtifactError
 from batch_predict.run import run
 from predict_fixtures import make_fixture, predict_args, random_fixture, write_shards
+from fs_fixtures import file_tree
 
 
 def _lines(folder, prefix):
@@ -47,10 +48,6 @@ def test_beam_engine_dead_letters_bad_records_and_publishes_nothing(tmp_path):
     assert not list(tmp_path.glob("_tmp_predict_*"))  # its staged files and dead letters are gone
 
 
-def _tree(folder) -> dict:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
 def test_a_refused_beam_run_leaves_predictions_and_model_exports_as_they_were(tmp_path):
     preproc, model, users, items = make_fixture(tmp_path, {0: [0, 1], 1: [2]},
                                                 np.ones((2, 2)), np.ones((3, 2)))
@@ -58,10 +55,10 @@ def test_a_refused_beam_run_leaves_predictions_and_model_exports_as_they_were(tm
     run(predict_args(preproc, model, str(out), engine="beam", outputs=["export", "popular_items"]), [])
     manifest = (out / "manifest.json").read_text()
     assert "export_dir" in manifest and len(os.listdir(os.path.join(model, "export"))) == 1
-    before, exports = _tree(out), sorted(os.listdir(os.path.join(model, "export")))
+    before, exports = file_tree(out), sorted(os.listdir(os.path.join(model, "export")))
     write_shards(preproc, "items_for_user", {0: [0, 1], 1: [7]}, nshards=2, gz=False)
     with pytest.raises(ArtifactError, match="do not fit"):
         run(predict_args(preproc, model, str(out), engine="beam", overwrite=True,
                          outputs=["export", "popular_items"]), [])
-    assert _tree(out) == before  # every file, byte for byte
+    assert file_tree(out) == before  # every file, byte for byte
     assert sorted(os.listdir(os.path.join(model, "export"))) == exports  # no new servable version

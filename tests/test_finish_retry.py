@@ -13,6 +13,7 @@ from batch_predict.beam_job import finish_predictions
 from pipeline import publish
 from pipeline.preprocess_finish import finish_stage, make_plan
 from preprocess_fixtures import run_stage, write_lines
+from fs_fixtures import file_tree
 
 
 @pytest.fixture(scope="module")
@@ -37,23 +38,14 @@ def _stage_again(source: str, metadata: dict, output_dir: str) -> tuple[dict, di
     return plan, stats
 
 
-def _tree(folder: str) -> dict[str, bytes]:
-    out = {}
-    for root, _, names in os.walk(folder):
-        for name in names:
-            path = os.path.join(root, name)
-            out[os.path.relpath(path, folder)] = open(path, "rb").read()
-    return out
-
-
 def test_preprocess_finish_run_again_after_publishing_does_nothing(published_preproc, tmp_path):
     source, metadata = published_preproc
     plan, stats = _stage_again(source, metadata, str(tmp_path / "out"))
     finish_stage(None, plan, stats)
-    published = _tree(plan["preproc"])
+    published = file_tree(plan["preproc"])
     assert json.loads(published["metadata.json"])["run_id"] == plan["run_id"]
     finish_stage(None, plan, stats)  # the retried bundle
-    assert _tree(plan["preproc"]) == published
+    assert file_tree(plan["preproc"]) == published
     assert tft.TFTransformOutput(plan["preproc"]).vocabulary_size_by_name("vocab_users") == 9
     assert sorted(os.listdir(tmp_path / "out")) == ["preproc"]  # scratch gone, nothing set aside
 
@@ -98,8 +90,8 @@ def test_predict_finish_run_again_after_publishing_does_nothing(tmp_path):
     specs = [{"name": "batch_pred", "records_prefix": "items_for_user", "nrows": 1}]
     counts = {"batch_pred.scored": 1, "batch_pred.rejected": 0}
     finish_predictions(None, plan, specs, counts)
-    published = _tree(str(output_dir))
+    published = file_tree(str(output_dir))
     assert json.loads(published["manifest.json"])["rows"] == {"batch_pred": 1}
     finish_predictions(None, plan, specs, counts)
-    assert _tree(str(output_dir)) == published
+    assert file_tree(str(output_dir)) == published
     assert sorted(p.name for p in tmp_path.iterdir()) == ["predictions"]

@@ -13,6 +13,7 @@ import sys
 
 import pytest
 import tensorflow_transform as tft
+from fs_fixtures import file_tree
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCHER = os.path.join(ROOT, "tests", "launcher.py")
@@ -34,10 +35,6 @@ def _interactions(path, bad_rows: int, good_rows: int = 200):
 def _launch(*argv, entry=("-m", "pipeline.run"), env=None):
     return subprocess.run([sys.executable, LAUNCHER, *entry, *argv], cwd=ROOT, capture_output=True,
                           text=True, timeout=600, env=dict(os.environ, PYTHONPATH=ROOT, **(env or {})))
-
-
-def _tree(folder) -> dict:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def _flex_env():
@@ -81,14 +78,14 @@ def test_template_launch_of_preprocess_publishes_a_complete_preproc(launched):
 def test_a_refused_launch_leaves_the_published_preproc_as_it_was(launched):
     result, out, _, tmp = launched
     assert result.returncode == 0
-    before = _tree(out / "preproc")
+    before = file_tree(out / "preproc")
     _interactions(tmp / "bad.csv", bad_rows=150)
     refused = _launch("--stages=preprocess", f"--output_dir={out}", "--overwrite",
                       "--source=interactions", f"--input={tmp / 'bad.csv'}",
                       f"--template_location={tmp / 'job2.json'}")
     assert refused.returncode == 3, refused.stderr[-3000:]  # the job failed, not the launch
     assert "more than --max_rejected_fraction=0.1" in refused.stderr
-    assert _tree(out / "preproc") == before  # every file, byte for byte
+    assert file_tree(out / "preproc") == before  # every file, byte for byte
     (scratch,) = glob.glob(str(out / "_tmp_preprocess_*"))  # kept: its rejects explain the refusal
     assert json.loads(open(os.path.join(scratch, "refused.json")).read())["error"].startswith("150 of 350")
 
