@@ -8,6 +8,8 @@ REQUIRED = [
     "tfx-bsl==1.21.0",
     "google-cloud-bigquery==3.47.0",
     "matplotlib==3.11.2",
+    "optuna==5.0.0",
+    "cloudml-hypertune==0.1.0.dev6",
 ]
 
 setuptools.setup(

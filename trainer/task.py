@@ -43,9 +43,10 @@ from tensorflow.core.framework import summary_pb2
 from tensorflow.python.framework import config as tf_config
 
 from pipeline import cli, faults, publish
-from pipeline.artifacts import absolute, join, write_json, write_npy
+from pipeline.artifacts import (VOCAB_ITEMS, VOCAB_USERS, absolute, exists, join, read_vocabulary,
+                                vocab_path, write_json, write_npy)
 from trainer import input as wals_input
-from trainer import metrics, wals
+from trainer import metrics, objective, wals, warm_start
 from trainer.model_dir import finished_summary, prepare_model_dir
 
 LOG = logging.getLogger(__name__)
@@ -61,7 +62,19 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                        help="L2 weight λ on both factor matrices (> 0).")
     group.add_argument("--unobserved_weight", type=cli.finite_float, default=1.0,
                        help="Weight w0 of every unobserved (user, item) pair.")
-    group.add_argument("--col_weights", choices=wals.COL_WEIGHT_SCHEMES, default="log",
+    group.add_argument("--reg_scaling", choices=objective.REG_SCALINGS, default="none",
+                       help="none: the same λ for every row; frequency: λ·(n_i + w0·n_other) "
+                            "per row (Rendle et al. 2021; needs a much smaller λ).")
+    group.add_argument("--rating_target", choices=objective.RATING_TARGETS, default="rating",
+                       help="rating: fit min(rating_scale · rating, rating_cap); binary: fit 1 "
+                            "with confidence ∝ rating_scale · rating (Hu, Koren, Volinsky 2008).")
+    group.add_argument("--rating_scale", type=cli.finite_float, default=1.0,
+                       help="Scale of the stored rating (target or confidence, --rating_target).")
+    group.add_argument("--rating_cap", type=cli.finite_float, default=None,
+                       help="Cap of the scaled rating with --rating_target rating (default none).")
+    group.add_argument("--init_scale", type=cli.finite_float, default=1.0,
+                       help="Item factors start as N(0, (init_scale/√k)²); Rendle et al. use 0.1.")
+    group.add_argument("--col_weights", choices=objective.COL_WEIGHT_SCHEMES, default="log",
                        help="Observed-entry weight c_j per item: none = 1, linear = "
                             "feature_wt_factor / n_j, log = (1 / n_j) ** feature_wt_exp.")
     group.add_argument("--feature_wt_factor", type=cli.finite_float, default=130.0,
@@ -88,12 +101,20 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                        help="With --eval_fraction > 0, write the factors of the model trained "
                             "on the split instead of retraining on all interactions (the "
                             "default retrains with the same settings and seed).")
+    group.add_argument("--warm_start_from", default=None, metavar="MODEL_DIR",
+                       help="Start from a previous model's factors, matched by original ids "
+                            "through both runs' vocabularies; new users and items start as usual.")
+    group.add_argument("--tuning_file", default=None, metavar="BEST_JSON",
+                       help="Hyperparameters chosen by the tune stage (tuning/best.json); flags "
+                            "given explicitly win. pipeline.run uses OUTPUT/tuning/best.json "
+                            "when it exists.")
 
 
 def hyperparameters(args: argparse.Namespace) -> dict:
-    names = ("n_embeds", "regularization", "unobserved_weight", "col_weights",
+    names = ("n_embeds", "regularization", "unobserved_weight", "reg_scaling", "rating_target",
+             "rating_scale", "rating_cap", "init_scale", "col_weights",
              "feature_wt_factor", "feature_wt_exp", "epochs", "batch_size", "batch_entries",
-             "solver", "cg_steps", "eval_fraction", "seed", "top_k")
+             "solver", "cg_steps", "eval_fraction", "seed", "top_k", "warm_start_from")
     return {**{name: getattr(args, name) for name in names},
             "refit_full": not getattr(args, "no_refit_full", False)}
 
@@ -103,12 +124,6 @@ def _scalar_summary(name: str, value: float, step: int) -> None:
     meta = summary_pb2.SummaryMetadata()
     meta.plugin_data.plugin_name = "scalars"
     tf.summary.write(name, tf.constant(value, tf.float32), step=step, metadata=meta)
-
-
-def _entry_weights(users, items, nitems, args) -> np.ndarray:
-    counts = np.bincount(items, minlength=nitems)
-    return wals.column_weights(counts, args.col_weights, args.feature_wt_factor,
-                               args.feature_wt_exp)[items]
 
 
 MAX_N_EMBEDS = 8192  # far beyond any useful k; larger values are typos
@@ -124,6 +139,13 @@ def validate_args(args: argparse.Namespace) -> None:
     cli.check_range(args, "feature_wt_factor", 0, low_open=True)
     cli.check_range(args, "feature_wt_exp", -10, 10)
     cli.check_range(args, "eval_fraction", 0, 1, high_open=True)
+    cli.check_range(args, "rating_scale", 0, low_open=True)
+    cli.check_range(args, "init_scale", 0, low_open=True)
+    if getattr(args, "rating_cap", None) is not None:
+        cli.check_range(args, "rating_cap", 0, low_open=True)
+    if getattr(args, "warm_start_from", None) and not exists(join(args.warm_start_from, "model.json")):
+        raise ValueError(f"--warm_start_from {args.warm_start_from}: no model.json there "
+                         "(not a trained model dir)")
     if getattr(args, "trainer", "local") == "local":  # a Vertex AI machine is sized elsewhere
         check_memory(args, nrows=0)
 
@@ -184,6 +206,12 @@ def _run(args: argparse.Namespace, start: float) -> dict:
     if model_dir == published_dir:
         return finished_summary(published_dir, start)
 
+    initial, warm = None, None
+    if args.warm_start_from:
+        initial, warm = warm_start.initial_factors(
+            args.warm_start_from, *(read_vocabulary(vocab_path(args.input_dir, name, metadata))
+                                    for name in (VOCAB_USERS, VOCAB_ITEMS)),
+            args.n_embeds, args.seed, args.init_scale)
     phases, summary_metrics = {}, None
     if held.any():
         train = ~held
@@ -193,17 +221,18 @@ def _run(args: argparse.Namespace, start: float) -> dict:
             test, matrix.nusers, matrix.nitems, args.top_k,
             max_users=PER_EPOCH_EVAL_USERS)[f"ndcg@{args.top_k}"]
         phases["eval"], (row_factors, col_factors) = train_phase(
-            "eval", matrix, train, args, model_dir, resuming, monitor)
+            "eval", matrix, train, args, model_dir, resuming, monitor, initial)
         summary_metrics = evaluate_model(row_factors, col_factors, matrix, held, args.top_k)
         summary_metrics["model"] = ("eval phase: trained on the interactions left after "
                                     "holding out the test share")
         write_json(join(model_dir, "metrics.json"), summary_metrics)
     if not held.any() or hyperparameters(args)["refit_full"]:
         phases["full"], (row_factors, col_factors) = train_phase(
-            "full", matrix, np.ones(matrix.nnz, bool), args, model_dir, resuming, None)
+            "full", matrix, np.ones(matrix.nnz, bool), args, model_dir, resuming, None, initial)
     served = "full" if "full" in phases else "eval"
     write_npy(join(model_dir, "row_factors.npy"), row_factors)
     write_npy(join(model_dir, "col_factors.npy"), col_factors)
+    warm_start.save_vocabularies(args.input_dir, metadata, model_dir)
     model = {"n_embeds": args.n_embeds, "nusers": matrix.nusers, "nitems": matrix.nitems,
              "preproc_dir": preproc_dir, "preproc_run_id": metadata.get("run_id"),
              "hyperparameters": hyperparameters(args),
@@ -216,6 +245,9 @@ def _run(args: argparse.Namespace, start: float) -> dict:
              "epoch_seconds": phases[served]["epoch_seconds"],
              "train_interactions": phases[served]["train_interactions"],
              "heldout_interactions": int(held.sum()),
+             "warm_start": warm,
+             # fold-in of a visitor known only by contentIds: each counts as a typical rating
+             "fold_in_rating": float(np.median(matrix.ratings)) if matrix.nnz else 1.0,
              "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
              "run_id": uuid.uuid4().hex}  # predictions record which model they came from
     faults.point("train:before_publish")
@@ -238,17 +270,16 @@ def _run(args: argparse.Namespace, start: float) -> dict:
 
 
 def train_phase(phase: str, matrix: wals_input.Interactions, train: np.ndarray,
-                args: argparse.Namespace, model_dir: str, resuming: bool, monitor):
-    """Trains (or resumes) one phase on the entries where `train` is set.
+                args: argparse.Namespace, model_dir: str, resuming: bool, monitor,
+                initial: tuple | None = None):
+    """Trains (or resumes) one phase on the entries where `train` is set, from `initial`
+    factors (warm start) or the seeded start.
 
     Returns (phase summary for model.json, (row_factors, col_factors) as numpy).
     """
-    users, items, ratings = matrix.users[train], matrix.items[train], matrix.ratings[train]
-    solver = wals.WALS(users, items, ratings, matrix.nusers, matrix.nitems, args.n_embeds,
-                       args.regularization, args.unobserved_weight,
-                       _entry_weights(users, items, matrix.nitems, args), args.seed,
-                       max_rows=args.batch_size, max_entries=args.batch_entries,
-                       solver=args.solver, cg_steps=args.cg_steps)
+    solver = wals.WALS.from_settings(matrix.users[train], matrix.items[train],
+                                     matrix.ratings[train], matrix.nusers, matrix.nitems, args,
+                                     initial=initial)
     state = TrainState(solver, args.epochs, join(model_dir, "checkpoints", phase))
     if resuming:
         state.restore(phase)

@@ -3,25 +3,28 @@
 Objective, for ratings a_ij observed at (i, j) in O, user factors U [nusers, k] and item
 factors V [nitems, k]:
 
-    L = Σ_(i,j)∈O (w0 + r_i·c_j)(a_ij − u_i·v_j)²  +  w0 Σ_(i,j)∉O (u_i·v_j)²  +  λ(‖U‖² + ‖V‖²)
+    L = Σ_(i,j)∈O (w0 + c_ij)(a_ij − u_i·v_j)²  +  w0 Σ_(i,j)∉O (u_i·v_j)²
+        +  Σ_i λ_i‖u_i‖² + Σ_j λ_j‖v_j‖²
 
-w0 = unobserved_weight, λ = regularization, r_i = 1 (row weights) and c_j the column weight
-of item j (`column_weights`). Writing the unobserved sum as "all pairs minus observed ones",
-with V fixed every row u_i has the exact minimiser (the Gramian trick):
+w0 = unobserved_weight, c_ij the observed weight and a_ij the target (trainer/objective.py
+derives both from the stored ratings), λ_i = λ = regularization, or scaled per row by its
+frequency. Writing the unobserved sum as "all pairs minus observed ones", with V fixed every
+row u_i has the exact minimiser (the Gramian trick):
 
-    (G + Σ_j∈O_i c_ij v_j v_jᵀ) u_i = Σ_j∈O_i (w0 + c_ij) a_ij v_j,    G = w0·VᵀV + λI,
+    (w0·VᵀV + λ_i I + Σ_j∈O_i c_ij v_j v_jᵀ) u_i = Σ_j∈O_i (w0 + c_ij) a_ij v_j.
 
-where c_ij = r_i·c_j. Per half-step, G = C Cᵀ (Cholesky) is factored once and the fixed side
-is whitened once, Z = V C⁻ᵀ, so a row with L entries, Z_i = its L rows of Z, S = diag(√c_ij)
-and b = ((w0 + c_ij) a_ij)_j becomes
+Per half-step, w0·VᵀV = Q diag(e) Qᵀ is diagonalised once (`whiten`; k×k) and the fixed side
+rotated once, Z = V Q; with D_i = diag(e + λ_i) the row's Gramian part is Q D_i Qᵀ, so a row with
+L entries, Z_i = its L rows of Z scaled by D_i^-1/2, S = diag(√c_ij) and b = ((w0 + c_ij) a_ij)_j
+becomes
 
-    u_i = C⁻ᵀ y_i,    y_i = (I_k + Z_iᵀ S² Z_i)⁻¹ Z_iᵀ b
-                          = Z_iᵀ (b − S (I_L + S Z_i Z_iᵀ S)⁻¹ S Z_i Z_iᵀ b)    (Woodbury),
+    u_i = Q D_i^-1/2 y_i,    y_i = (I_k + Z_iᵀ S² Z_i)⁻¹ Z_iᵀ b
+                                 = Z_iᵀ (b − S (I_L + S Z_i Z_iᵀ S)⁻¹ S Z_i Z_iᵀ b)   (Woodbury),
 
 both exact. Long rows (L ≥ k) take the k×k form, short ones (most items have a handful of
 ratings) the L×L form; both gather only Z (one O(k) pass per entry, the short form never
-forms k×k matrices), and the observed predictions Z_i y_i come with them for the loss. The
-final C⁻ᵀ is one [n_rows, k] × [k, k] matmul. Fixing U and solving for V is the same
+forms k×k matrices), and the observed predictions Z_i y_i come with them for the loss. With one
+λ for all rows, Z is scaled once; the final Q is one [n_rows, k] × [k, k] matmul. Fixing U and solving for V is the same
 computation on the transposed matrix, so one code path (`SideBatches` + `_solve_side`)
 serves users and items. Rows are solved in padded batches bounded by a budget of rows ×
 entries; nothing of size nusers × nitems is ever built. The loss is evaluated for free in
@@ -30,7 +33,7 @@ and w0·Σ_all (u·v)² = w0·⟨UᵀU, VᵀV⟩.
 
 solver="cg" (optional; the default stays exact) replaces each row's solve by `cg_steps`
 conjugate-gradient steps on (I_k + Z_iᵀ S² Z_i) y_i = Z_iᵀ b, warm-started from the previous
-factors (y = Cᵀu), like `implicit`'s ALS. Working in the whitened basis is CG preconditioned by
+factors (y = D_i^1/2 Qᵀu), like `implicit`'s ALS. Working in the whitened basis is CG preconditioned by
 the exact Gramian: a step costs two passes over Z_i (no k×k matrix per row). On MovieLens, 3
 steps land within ~1e-6 (relative) of the exact solution for the median row, ~5e-4 for the worst
 one; 6 steps reach float32 precision. Same batches, same code path otherwise.
@@ -51,32 +54,14 @@ import functools
 import numpy as np
 import tensorflow as tf
 
-COL_WEIGHT_SCHEMES = ("none", "linear", "log")
+from trainer.objective import COL_WEIGHT_SCHEMES, Objective, column_weights  # noqa: F401 (re-exported)
+
 SOLVERS = ("exact", "cg")
 CG_LARGE_BATCH_MIN_K = 64
 MAX_GRAPH_BATCHES = 512
 # Rows with L < SHORT_ROW_FRACTION·k entries use the L×L (Woodbury) form: L²k + L³/3 flops
 # against Lk² + k³/3 for the k×k form, equal at L = k (0.5 to 2 measured the same on MovieLens).
 SHORT_ROW_FRACTION = 1.0
-
-
-def column_weights(counts: np.ndarray, scheme: str, factor: float, exponent: float) -> np.ndarray:
-    """Per-item observed weight c_j from its number of ratings n_j (tensorflow-recommendation-wals).
-
-    none: c_j = 1;  linear: c_j = factor / n_j;  log: c_j = (1 / n_j) ** exponent.
-    Items without ratings get 0 (they have no observed entries anyway).
-    """
-    counts = np.asarray(counts, dtype=np.float64)
-    inverse = np.divide(1.0, counts, out=np.zeros_like(counts), where=counts > 0)
-    if scheme == "none":
-        return np.ones_like(counts, dtype=np.float32)
-    if scheme == "linear":
-        return (factor * inverse).astype(np.float32)
-    if scheme == "log":
-        weights = np.zeros_like(counts)
-        np.power(inverse, exponent, out=weights, where=counts > 0)
-        return weights.astype(np.float32)
-    raise ValueError(f"unknown col_weights scheme {scheme!r}; expected one of {COL_WEIGHT_SCHEMES}")
 
 
 @dataclasses.dataclass
@@ -133,10 +118,16 @@ def _observed_loss(predicted, ratings, weights, unobserved_weight):
                          - unobserved_weight * tf.square(predicted))
 
 
+def _gather_rows(whitened, cols, row_scale):
+    """Z_i for a batch: the rows' entries of Z, times each row's own D_i^-1/2 when λ varies."""
+    gathered = tf.gather(whitened, cols)
+    return gathered if row_scale is None else gathered * row_scale[:, None, :]
+
+
 @tf.function(reduce_retracing=True)
-def solve_long_rows(whitened, cols, ratings, weights, unobserved_weight):
+def solve_long_rows(whitened, cols, ratings, weights, unobserved_weight, row_scale=None):
     """y = (I_k + ZᵀS²Z)⁻¹ Zᵀb for a batch of rows (batched k×k Cholesky); returns (y, loss)."""
-    gathered = tf.gather(whitened, cols)                               # Z_i    [B, L, k]
+    gathered = _gather_rows(whitened, cols, row_scale)                 # Z_i    [B, L, k]
     scaled = gathered * tf.sqrt(weights)[..., None]                    # S Z_i
     lhs = tf.eye(tf.shape(whitened)[1]) + tf.matmul(scaled, scaled, transpose_a=True)
     rhs = tf.matmul(((unobserved_weight + weights) * ratings)[:, None, :], gathered)
@@ -147,9 +138,9 @@ def solve_long_rows(whitened, cols, ratings, weights, unobserved_weight):
 
 
 @tf.function(reduce_retracing=True)
-def solve_short_rows(whitened, cols, ratings, weights, unobserved_weight):
+def solve_short_rows(whitened, cols, ratings, weights, unobserved_weight, row_scale=None):
     """The same y via the L×L Woodbury form: only K = Z_i Z_iᵀ and one pass over Z_i."""
-    gathered = tf.gather(whitened, cols)                               # Z_i    [B, L, k]
+    gathered = _gather_rows(whitened, cols, row_scale)                 # Z_i    [B, L, k]
     kernel = tf.matmul(gathered, gathered, transpose_b=True)           # K      [B, L, L]
     scale = tf.sqrt(weights)                                           # diag S [B, L]
     target = (unobserved_weight + weights) * ratings                   # b
@@ -164,7 +155,8 @@ def solve_short_rows(whitened, cols, ratings, weights, unobserved_weight):
 
 
 @tf.function(reduce_retracing=True)
-def solve_rows_cg(whitened, cols, ratings, weights, unobserved_weight, start, steps: int):
+def solve_rows_cg(whitened, cols, ratings, weights, unobserved_weight, start, steps: int,
+                  row_scale=None):
     """`steps` CG steps on (I_k + ZᵀS²Z) y = Zᵀb per row from y = start; returns (y, loss).
 
     In the whitened basis A_i = I + Z_iᵀS²Z_i, so a step needs two passes over Z_i and no k×k
@@ -195,39 +187,82 @@ def solve_rows_cg(whitened, cols, ratings, weights, unobserved_weight, start, st
     return solution, _observed_loss(predicted, ratings, weights, unobserved_weight)
 
 
+@dataclasses.dataclass
+class Whitening:
+    """The fixed side of a half-step, rotated and scaled once: w0·VᵀV = Q diag(e) Qᵀ, Z = V Q,
+    and with one λ for every row also Z·D^-1/2 (D = e + λ), so each row's system is I + ZᵢᵀS²Zᵢ."""
+    basis: tf.Tensor                    # Q [k, k]
+    whitened: tf.Tensor                 # Z (times D^-1/2 when uniform) [n_fixed, k]
+    eigenvalues: tf.Tensor              # e [k]
+    uniform_scale: tf.Tensor | None     # D^-1/2 [k] with one λ, else None (per row)
+
+    def row_scale(self, row_regularization: tf.Tensor | None) -> tf.Tensor | None:
+        """D_i^-1/2 [B, k] for rows with their own λ_i; None when λ is uniform."""
+        if row_regularization is None:
+            return None
+        return tf.math.rsqrt(self.eigenvalues[None, :] + row_regularization[:, None])
+
+
+def whiten(fixed: tf.Tensor, unobserved_weight: float, regularization: float | None) -> Whitening:
+    """Whitening of `fixed` for λ = `regularization`, or for per-row λ_i (regularization=None)."""
+    eigenvalues, basis = tf.linalg.eigh(
+        unobserved_weight * tf.matmul(fixed, fixed, transpose_a=True))
+    eigenvalues = tf.maximum(eigenvalues, 0.0)   # a PSD matrix's rounding below zero
+    rotated = tf.matmul(fixed, basis)
+    if regularization is None:
+        return Whitening(basis, rotated, eigenvalues, None)
+    scale = tf.math.rsqrt(eigenvalues + regularization)
+    return Whitening(basis, rotated * scale[None, :], eigenvalues, scale)
+
+
+def solve_rows(white: Whitening, cols, ratings, weights, unobserved_weight: float,
+               row_regularization=None, previous=None, cg_steps: int = 0, short: bool = False):
+    """Factors (in the rotated basis, u·Q) and loss of one padded batch of rows.
+
+    u_i = Q D_i^-1/2 y_i; CG warm-starts from y = D_i^1/2 Qᵀ u (`previous`: the rows' u·Q).
+    """
+    row_scale = white.row_scale(row_regularization)
+    out_scale = white.uniform_scale[None, :] if row_scale is None else row_scale
+    if cg_steps:
+        solution, loss = solve_rows_cg(white.whitened, cols, ratings, weights, unobserved_weight,
+                                       previous / out_scale, cg_steps, row_scale)
+    else:
+        solve = solve_short_rows if short else solve_long_rows
+        solution, loss = solve(white.whitened, cols, ratings, weights, unobserved_weight,
+                               row_scale)
+    return solution * out_scale, loss
+
+
 def _solve_side(fixed: tf.Tensor, side: SideBatches, regularization: float,
                 unobserved_weight: float, previous: tf.Tensor | None = None,
-                cg_steps: int = 0) -> tuple[tf.Tensor, tf.Tensor]:
+                cg_steps: int = 0, row_regularization: tf.Tensor | None = None
+                ) -> tuple[tf.Tensor, tf.Tensor]:
     """One half-step: new factors for every row of `side` given the other side's `fixed`.
 
-    Exact unless cg_steps > 0: then `cg_steps` CG steps per row from `previous` (u = C⁻ᵀy, so
-    the warm start is y = Cᵀu, the row vector u·C).
+    Exact unless cg_steps > 0: then `cg_steps` CG steps per row from `previous`.
+    `row_regularization` [n_rows] (λ_i per row) replaces `regularization` when given.
     """
     k = fixed.shape[1]
-    gramian = unobserved_weight * tf.matmul(fixed, fixed, transpose_a=True) \
-        + regularization * tf.eye(k, dtype=fixed.dtype)
-    chol = tf.linalg.cholesky(gramian)                                               # C
-    chol_inv = tf.linalg.triangular_solve(chol, tf.eye(k))                          # C⁻¹
-    whitened = tf.matmul(fixed, chol_inv, transpose_b=True)                          # Z
-    start = tf.matmul(previous, chol) if cg_steps else None                         # y = Cᵀu
+    white = whiten(fixed, unobserved_weight,
+                   None if row_regularization is not None else regularization)
+    rotated_previous = tf.matmul(previous, white.basis) if cg_steps else None       # u·Q
     solved, observed = [], []
     for row_ids, cols, ratings, weights in zip(side.row_ids, side.cols, side.ratings,
                                                side.weights):
-        if cg_steps:
-            solution, loss = solve_rows_cg(whitened, cols, ratings, weights, unobserved_weight,
-                                           tf.gather(start, row_ids), cg_steps)
-        else:
-            solve = solve_short_rows if cols.shape[1] < SHORT_ROW_FRACTION * k else solve_long_rows
-            solution, loss = solve(whitened, cols, ratings, weights, unobserved_weight)
+        solution, loss = solve_rows(
+            white, cols, ratings, weights, unobserved_weight,
+            None if row_regularization is None else tf.gather(row_regularization, row_ids),
+            tf.gather(rotated_previous, row_ids) if cg_steps else None, cg_steps,
+            short=cols.shape[1] < SHORT_ROW_FRACTION * k)
         solved.append(solution)
         observed.append(loss)
-    whitened_rows = tf.gather(tf.concat(solved, axis=0), side.positions)
-    return tf.matmul(whitened_rows, chol_inv), tf.add_n(observed)                 # u = C⁻ᵀ y
+    rotated_rows = tf.gather(tf.concat(solved, axis=0), side.positions)
+    return tf.matmul(rotated_rows, white.basis, transpose_b=True), tf.add_n(observed)  # u = Q·(uQ)
 
 
-def initial_factors(n_rows: int, k: int, seed: int, stream: int) -> tf.Tensor:
-    """Seeded N(0, 1/k) factors; stateless so the same seed always gives the same start."""
-    return tf.random.stateless_normal([n_rows, k], seed=[seed, stream]) / np.sqrt(k)
+def initial_factors(n_rows: int, k: int, seed: int, stream: int, scale: float = 1.0) -> tf.Tensor:
+    """Seeded N(0, (scale/√k)²) factors; stateless so the same seed always gives the same start."""
+    return tf.random.stateless_normal([n_rows, k], seed=[seed, stream]) * (scale / np.sqrt(k))
 
 
 class WALS:
@@ -241,7 +276,11 @@ class WALS:
                  nusers: int, nitems: int, n_embeds: int, regularization: float,
                  unobserved_weight: float, entry_weights: np.ndarray, seed: int,
                  max_rows: int = 1024, max_entries: int = 4096, solver: str = "exact",
-                 cg_steps: int = 3):
+                 cg_steps: int = 3, row_regularization: tuple | None = None,
+                 init_scale: float = 1.0, initial: tuple | None = None):
+        """row_regularization: (λ per user, λ per item) replacing `regularization` (frequency
+        scaling, trainer/objective.py). initial: (row factors, col factors) to start from (warm
+        start) instead of zeros and seeded N(0, (init_scale/√k)²) item factors."""
         if solver not in SOLVERS:
             raise ValueError(f"unknown solver {solver!r}; expected one of {SOLVERS}")
         if cg_steps < 1:
@@ -252,9 +291,13 @@ class WALS:
             raise ValueError("weights must be >= 0")
         self.regularization = float(regularization)
         self.unobserved_weight = float(unobserved_weight)
-        self.row_factors = tf.Variable(tf.zeros([nusers, n_embeds]), name="row_factors")
-        self.col_factors = tf.Variable(initial_factors(nitems, n_embeds, seed, 1),
-                                       name="col_factors")
+        if initial is None:
+            initial = (tf.zeros([nusers, n_embeds]),
+                       initial_factors(nitems, n_embeds, seed, 1, init_scale))
+        self.row_factors = tf.Variable(initial[0], name="row_factors", dtype=tf.float32)
+        self.col_factors = tf.Variable(initial[1], name="col_factors", dtype=tf.float32)
+        self.row_regularization = (None if row_regularization is None else
+                                   tuple(tf.constant(r, tf.float32) for r in row_regularization))
         self.cg_steps = int(cg_steps) if solver == "cg" else 0
         # CG keeps no k×k or L×L system per row, so in the same memory its batches can take
         # twice the rows and entries: measured 10-17% faster at k=128 on MovieLens, but ~10%
@@ -270,25 +313,53 @@ class WALS:
         n_batches = len(self.user_side.cols) + len(self.item_side.cols)
         self._epoch = tf.function(self._sweep) if n_batches <= MAX_GRAPH_BATCHES else self._sweep
 
+    @classmethod
+    def from_settings(cls, users: np.ndarray, items: np.ndarray, ratings: np.ndarray,
+                      nusers: int, nitems: int, settings, initial: tuple | None = None) -> "WALS":
+        """The solver the trainer flags describe (argparse args or a hyperparameters dict), on
+        stored ratings: targets, weights and per-row λ come from `Objective`."""
+        get = settings.get if isinstance(settings, dict) else lambda name: getattr(settings, name)
+        loss = Objective.from_settings(settings)
+        item_weight = loss.item_weights(np.bincount(items, minlength=nitems))[items]
+        targets, weights = loss.targets(ratings, item_weight)
+        row_regularization = None
+        if loss.reg_scaling != "none":
+            row_regularization = (
+                loss.row_regularization(np.bincount(users, minlength=nusers), nitems),
+                loss.row_regularization(np.bincount(items, minlength=nitems), nusers))
+        return cls(users, items, targets, nusers, nitems, int(get("n_embeds")),
+                   loss.regularization, loss.unobserved_weight, weights, int(get("seed")),
+                   max_rows=int(get("batch_size")), max_entries=int(get("batch_entries")),
+                   solver=get("solver"), cg_steps=int(get("cg_steps")),
+                   row_regularization=row_regularization,
+                   init_scale=float(get("init_scale") or 1.0), initial=initial)
+
     def epoch(self) -> float:
         """One full sweep; returns the objective L after it (from the item half-step)."""
         return float(self._epoch())
 
     def _sweep(self) -> tf.Tensor:
         self.row_factors.assign(self._half_step(self.col_factors, self.row_factors,
-                                                self.user_side)[0])
-        new_cols, observed = self._half_step(self.row_factors, self.col_factors, self.item_side)
+                                                self.user_side, 0)[0])
+        new_cols, observed = self._half_step(self.row_factors, self.col_factors,
+                                             self.item_side, 1)
         self.col_factors.assign(new_cols)
         return self.loss_from_observed(observed)
 
-    def _half_step(self, fixed, previous, side) -> tuple[tf.Tensor, tf.Tensor]:
+    def _half_step(self, fixed, previous, side, which: int) -> tuple[tf.Tensor, tf.Tensor]:
         return _solve_side(fixed, side, self.regularization, self.unobserved_weight,
-                           previous, self.cg_steps)
+                           previous, self.cg_steps,
+                           None if self.row_regularization is None else
+                           self.row_regularization[which])
 
     def loss_from_observed(self, observed: tf.Tensor) -> tf.Tensor:
         u, v = self.row_factors, self.col_factors
         row_gram, col_gram = (tf.matmul(u, u, transpose_a=True),
                               tf.matmul(v, v, transpose_a=True))
         all_pairs = tf.reduce_sum(row_gram * col_gram)                 # Σ_all (u·v)²
-        norms = tf.linalg.trace(row_gram) + tf.linalg.trace(col_gram)  # ‖U‖² + ‖V‖², no pass
-        return observed + self.unobserved_weight * all_pairs + self.regularization * norms
+        if self.row_regularization is None:                            # λ(‖U‖² + ‖V‖²), no pass
+            penalty = self.regularization * (tf.linalg.trace(row_gram) + tf.linalg.trace(col_gram))
+        else:                                                          # Σ λ_i ‖u_i‖² + Σ λ_j ‖v_j‖²
+            penalty = sum(tf.reduce_sum(reg * tf.reduce_sum(tf.square(f), axis=1))
+                          for reg, f in zip(self.row_regularization, (u, v)))
+        return observed + self.unobserved_weight * all_pairs + penalty
