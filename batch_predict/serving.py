@@ -14,10 +14,20 @@ export adds version max+1, which TF Serving then serves). Inside the graph:
 Outputs of the `serving_default` signature: contentId string [n, k], score float32 [n, k],
 known bool [n] (visitor found in the vocabulary).
 
+The `fold_in` signature serves visitors the model has never seen: `contentIds` string [n, L]
+(each row a visitor's items, padded with "") -> contentId string [n, k], score float32 [n, k].
+Each row's user factor is the exact least-squares solution with the item factors fixed — the
+trainer's own half-step (trainer/wals.py `solve_rows`, same objective, trainer/objective.py),
+each given item counting as one typical rating (model.json `fold_in_rating`); unknown and
+repeated contentIds are ignored, the given items are never recommended, and a row with no known
+item gets the popularity list.
+
 Try it:
   saved_model_cli show --dir MODEL/export/1 --tag_set serve --signature_def serving_default
   saved_model_cli run --dir MODEL/export/1 --tag_set serve --signature_def serving_default \
       --input_exprs 'visitorId=["1234567890", "unknown-visitor"]'
+  saved_model_cli run --dir MODEL/export/1 --tag_set serve --signature_def fold_in \
+      --input_exprs 'contentIds=[["299949290", "299965853"], ["299972248", ""]]'
 Serve it (REST on :8501):
   docker run -p 8501:8501 -v MODEL/export:/models/wals -e MODEL_NAME=wals tensorflow/serving
   curl -d '{"instances": ["1234567890"]}' localhost:8501/v1/models/wals:predict
@@ -34,6 +44,8 @@ import tensorflow as tf
 from batch_predict.artifacts import Artifacts, SeenMatrix
 from pipeline import faults
 from pipeline.artifacts import join
+from trainer import wals
+from trainer.objective import Objective
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +55,18 @@ class Recommender(tf.Module):
 
     def __init__(self, users_vocab_file: str, items_vocab_file: str, row_factors: np.ndarray,
                  col_factors: np.ndarray, seen: SeenMatrix, item_counts: np.ndarray, k: int,
-                 excluded_items: np.ndarray | None = None):
+                 excluded_items: np.ndarray | None = None, objective: Objective = Objective(),
+                 fold_in_rating: float = 1.0):
         super().__init__()
         self.k = min(k, len(col_factors))
-        self.nusers = len(row_factors)
+        self.nusers, self.nitems = len(row_factors), len(col_factors)
         self.users_vocab = tf.saved_model.Asset(users_vocab_file)
         self.items_vocab = tf.saved_model.Asset(items_vocab_file)
         self.user_ids = tf.lookup.StaticHashTable(tf.lookup.TextFileInitializer(
             self.users_vocab, tf.string, tf.lookup.TextFileIndex.WHOLE_LINE,
+            tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER), default_value=-1)
+        self.item_ids = tf.lookup.StaticHashTable(tf.lookup.TextFileInitializer(
+            self.items_vocab, tf.string, tf.lookup.TextFileIndex.WHOLE_LINE,
             tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER), default_value=-1)
         self.content_ids = tf.lookup.StaticHashTable(tf.lookup.TextFileInitializer(
             self.items_vocab, tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER,
@@ -66,26 +82,72 @@ class Recommender(tf.Module):
         if excluded_items is not None:
             mask[excluded_items] = -np.inf
         self.item_mask = tf.Variable(mask, trainable=False)
+        self._init_fold_in(col_factors, item_counts, objective, fold_in_rating)
+
+    def _init_fold_in(self, col_factors, item_counts, objective: Objective, rating: float):
+        """Constants of the fold-in solve: the whitened item factors (computed once here, not per
+        request) and each item's target and weight for one typical rating."""
+        self.objective = objective
+        per_row = objective.reg_scaling != "none"
+        white = wals.whiten(tf.constant(col_factors, tf.float32), objective.unobserved_weight,
+                            None if per_row else objective.regularization)
+        self.fold_basis = tf.Variable(white.basis, trainable=False)
+        self.fold_whitened = tf.Variable(white.whitened, trainable=False)
+        self.fold_eigenvalues = tf.Variable(white.eigenvalues, trainable=False)
+        self.fold_uniform_scale = None if per_row else tf.Variable(white.uniform_scale,
+                                                                  trainable=False)
+        target, weight = objective.targets(np.full(len(col_factors), rating, np.float32),
+                                           objective.item_weights(item_counts))
+        self.fold_target = tf.Variable(target, trainable=False)
+        self.fold_weight = tf.Variable(weight, trainable=False)
+
+    def _top_k(self, user_factors, given):
+        """contentId/score of the best k admissible items per row; `given` [n, ?] int64 item ids
+        per row (-1 = none) are excluded; rows with an all-zero factor are scored by popularity."""
+        scores = tf.matmul(user_factors, self.col_factors, transpose_b=True)
+        cold = tf.reduce_all(tf.equal(user_factors, 0.0), axis=1)
+        scores = tf.where(cold[:, None], self.item_counts[None, :], scores) + self.item_mask[None, :]
+        pairs = tf.where(given >= 0)                                   # [(row, slot)]
+        pairs = tf.stack([pairs[:, 0], tf.gather_nd(given, pairs)], axis=1)
+        scores = tf.tensor_scatter_nd_update(
+            scores, pairs, tf.fill(tf.shape(pairs)[:1], float("-inf")))
+        top_scores, top_items = tf.math.top_k(scores, k=self.k, sorted=True)
+        admissible = tf.math.is_finite(top_scores)
+        return {"contentId": tf.where(admissible,
+                                      self.content_ids.lookup(tf.cast(top_items, tf.int64)), ""),
+                "score": tf.where(admissible, top_scores, 0.0)}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="visitorId")])
     def serve(self, visitor_ids):
         user_ids = self.user_ids.lookup(visitor_ids)
         known = user_ids >= 0
         rows = tf.where(known, user_ids, self.nusers)
-        user_factors = tf.gather(self.row_factors, rows)
-        scores = tf.matmul(user_factors, self.col_factors, transpose_b=True)
-        cold = tf.reduce_all(tf.equal(user_factors, 0.0), axis=1)
-        scores = tf.where(cold[:, None], self.item_counts[None, :], scores) + self.item_mask[None, :]
         seen = tf.gather(tf.RaggedTensor.from_row_splits(self.seen_items, self.seen_row_splits),
                          rows)
-        pairs = tf.stack([seen.value_rowids(), seen.values], axis=1)
-        scores = tf.tensor_scatter_nd_update(
-            scores, pairs, tf.fill(tf.shape(seen.values), float("-inf")))
-        top_scores, top_items = tf.math.top_k(scores, k=self.k, sorted=True)
-        admissible = tf.math.is_finite(top_scores)
-        return {"contentId": tf.where(admissible, self.content_ids.lookup(tf.cast(top_items, tf.int64)), ""),
-                "score": tf.where(admissible, top_scores, 0.0),
+        return {**self._top_k(tf.gather(self.row_factors, rows), seen.to_tensor(default_value=-1)),
                 "known": known}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.string, name="contentIds")])
+    def fold_in(self, content_ids):
+        ids = tf.sort(self.item_ids.lookup(content_ids), axis=1)      # unknown / "" -> -1 first
+        repeated = tf.concat([tf.zeros_like(ids[:, :1], tf.bool), ids[:, 1:] == ids[:, :-1]], 1)
+        ids = tf.where(repeated, tf.constant(-1, tf.int64), ids)       # each item counts once
+        valid = ids >= 0
+        cols = tf.cast(tf.where(valid, ids, 0), tf.int32)
+        target = tf.where(valid, tf.gather(self.fold_target, cols), 0.0)
+        weight = tf.where(valid, tf.gather(self.fold_weight, cols), 0.0)  # 0: padding, vanishes
+        white = wals.Whitening(self.fold_basis, self.fold_whitened, self.fold_eigenvalues,
+                               self.fold_uniform_scale)
+        objective = self.objective
+        row_regularization = None
+        if self.fold_uniform_scale is None:                            # λ·(n_i + w0·n_items)
+            n_given = tf.reduce_sum(tf.cast(valid, tf.float32), axis=1)
+            row_regularization = objective.regularization * (
+                n_given + objective.unobserved_weight * float(self.nitems))
+        rotated, _ = wals.solve_rows(white, cols, target, weight, objective.unobserved_weight,
+                                     row_regularization)
+        user_factors = tf.matmul(rotated, self.fold_basis, transpose_b=True)
+        return self._top_k(user_factors, ids)
 
 
 def _versions(export_root: str) -> list[int]:
@@ -116,13 +178,17 @@ def export_saved_model(artifacts: Artifacts, users_vocab_file: str, items_vocab_
     version.
     """
     started = time.time()
+    info = artifacts.model_info
     module = Recommender(users_vocab_file, items_vocab_file, artifacts.row_factors,
-                         artifacts.col_factors, seen, item_counts, k, excluded_items)
+                         artifacts.col_factors, seen, item_counts, k, excluded_items,
+                         Objective.from_settings(info.get("hyperparameters", {})),
+                         float(info.get("fold_in_rating", 1.0)))
     export_root = join(artifacts.model_dir, "export")
     for stale in tf.io.gfile.glob(join(export_root, ".tmp-*")):  # an export killed half-way
         tf.io.gfile.rmtree(stale)
     tmp_dir = join(export_root, f".tmp-{uuid.uuid4().hex[:12]}")
-    tf.saved_model.save(module, tmp_dir, signatures={"serving_default": module.serve})
+    tf.saved_model.save(module, tmp_dir, signatures={"serving_default": module.serve,
+                                                     "fold_in": module.fold_in})
     final_dir = next_version_dir(export_root)
     faults.point("export:before_rename")
     tf.io.gfile.rename(tmp_dir, final_dir)

@@ -41,8 +41,10 @@ def _rows(keys, others, ratings, n_rows):
 
 
 def write_preproc(root: str, users, items, ratings, nusers: int, nitems: int, shards: int = 2,
-                  gz: bool = False, metadata: dict | None = None) -> str:
-    """Writes a preproc dir for the COO matrix (users, items, ratings); returns its path."""
+                  gz: bool = False, metadata: dict | None = None, user_ids: list[str] | None = None,
+                  item_ids: list[str] | None = None) -> str:
+    """Writes a preproc dir for the COO matrix (users, items, ratings); returns its path.
+    Vocabularies: `user_ids` / `item_ids`, default visitor<i> / item<i>."""
     users, items = np.asarray(users, np.int64), np.asarray(items, np.int64)
     ratings = np.asarray(ratings, np.float32)
     os.makedirs(os.path.join(root, "transform_fn", "assets"), exist_ok=True)
@@ -53,10 +55,11 @@ def write_preproc(root: str, users, items, ratings, nusers: int, nitems: int, sh
             write_records(os.path.join(root, f"{prefix}-{shard:05d}-of-{shards:05d}{suffix}"),
                           records[shard::shards])
     vocabs = {}
-    for name, size, tag in (("vocab_users", nusers, "visitor"), ("vocab_items", nitems, "item")):
+    for name, ids in (("vocab_users", user_ids or [f"visitor{i}" for i in range(nusers)]),
+                      ("vocab_items", item_ids or [f"item{i}" for i in range(nitems)])):
         vocabs[name] = os.path.join(root, "transform_fn", "assets", name)
         with open(vocabs[name], "w") as handle:
-            handle.writelines(f"{tag}{i}\n" for i in range(size))
+            handle.writelines(f"{value}\n" for value in ids)
     meta = {"nusers": nusers, "nitems": nitems, "interactions": int(users.size),
             "created": "2026-01-01T00:00:00", **vocabs, **(metadata or {})}
     with open(os.path.join(root, "metadata.json"), "w") as handle:

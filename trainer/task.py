@@ -47,6 +47,7 @@ from pipeline.artifacts import (VOCAB_ITEMS, VOCAB_USERS, absolute, exists, join
                                 vocab_path, write_json, write_npy)
 from trainer import input as wals_input
 from trainer import metrics, objective, wals, warm_start
+from trainer.fold_in import save_trained_items
 from trainer.model_dir import finished_summary, prepare_model_dir
 
 LOG = logging.getLogger(__name__)
@@ -233,6 +234,9 @@ def _run(args: argparse.Namespace, start: float) -> dict:
     write_npy(join(model_dir, "row_factors.npy"), row_factors)
     write_npy(join(model_dir, "col_factors.npy"), col_factors)
     warm_start.save_vocabularies(args.input_dir, metadata, model_dir)
+    served_entries = np.ones(matrix.nnz, bool) if served == "full" else ~held
+    save_trained_items(model_dir, matrix.users[served_entries], matrix.items[served_entries],
+                       matrix.nusers)
     model = {"n_embeds": args.n_embeds, "nusers": matrix.nusers, "nitems": matrix.nitems,
              "preproc_dir": preproc_dir, "preproc_run_id": metadata.get("run_id"),
              "hyperparameters": hyperparameters(args),

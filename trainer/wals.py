@@ -25,7 +25,7 @@ both exact. Long rows (L ≥ k) take the k×k form, short ones (most items have 
 ratings) the L×L form; both gather only Z (one O(k) pass per entry, the short form never
 forms k×k matrices), and the observed predictions Z_i y_i come with them for the loss. With one
 λ for all rows, Z is scaled once; the final Q is one [n_rows, k] × [k, k] matmul. Fixing U and solving for V is the same
-computation on the transposed matrix, so one code path (`SideBatches` + `_solve_side`)
+computation on the transposed matrix, so one code path (`SideBatches` + `solve_side`)
 serves users and items. Rows are solved in padded batches bounded by a budget of rows ×
 entries; nothing of size nusers × nitems is ever built. The loss is evaluated for free in
 the item half-step: with the new V, each observed entry contributes (w0 + c)(a − p)² − w0·p²,
@@ -233,7 +233,7 @@ def solve_rows(white: Whitening, cols, ratings, weights, unobserved_weight: floa
     return solution * out_scale, loss
 
 
-def _solve_side(fixed: tf.Tensor, side: SideBatches, regularization: float,
+def solve_side(fixed: tf.Tensor, side: SideBatches, regularization: float,
                 unobserved_weight: float, previous: tf.Tensor | None = None,
                 cg_steps: int = 0, row_regularization: tf.Tensor | None = None
                 ) -> tuple[tf.Tensor, tf.Tensor]:
@@ -347,7 +347,7 @@ class WALS:
         return self.loss_from_observed(observed)
 
     def _half_step(self, fixed, previous, side, which: int) -> tuple[tf.Tensor, tf.Tensor]:
-        return _solve_side(fixed, side, self.regularization, self.unobserved_weight,
+        return solve_side(fixed, side, self.regularization, self.unobserved_weight,
                            previous, self.cg_steps,
                            None if self.row_regularization is None else
                            self.row_regularization[which])

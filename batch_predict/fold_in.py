@@ -1,0 +1,166 @@
+"""Batch fold-in: fresh recommendations for visitors whose items changed since the model was
+trained, without retraining (trainer/fold_in.py solves their factors, item factors fixed).
+
+    python -m batch_predict.fold_in --model_dir OUTPUT/model --preproc_dir TODAY/preproc \
+        --output_dir TODAY/fold_in [--top_k 10] [--exclude_items FILE] [--include_items FILE]
+
+TODAY/preproc is a preprocess run over recent sessions (any window; its vocabularies may differ
+from the model's). Ids are matched by their original strings. A visitor is folded in when the
+model has never seen them, or when their set of items the model knows differs from what the model
+trained on (model/trained_items.npz); everyone else already has up-to-date recommendations in the
+nightly batch_pred-*. Items the model does not know are ignored (and counted). Output: batch_pred-*
+lines (visitorId<TAB>contentId1,...) for the folded-in visitors only, excluding everything they
+have (today's items and the trained ones), published whole with a manifest like predictions/.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+
+import numpy as np
+
+from batch_predict import artifacts as art
+from batch_predict import filters
+from batch_predict import outputs as out
+from batch_predict.topk import recommendation_scorer
+from pipeline import cli
+from pipeline.artifacts import VOCAB_ITEMS, VOCAB_USERS, join, read_json, read_vocabulary, vocab_path
+from trainer import input as wals_input
+from trainer import warm_start
+from trainer.fold_in import fold_in_factors, load_trained_pairs
+from trainer.objective import Objective
+
+log = logging.getLogger(__name__)
+
+
+def _positions(ids: list[str], vocabulary: list[str]) -> np.ndarray:
+    """Each id's position in `vocabulary`, -1 when absent."""
+    where = {value: i for i, value in enumerate(vocabulary)}
+    return np.fromiter((where.get(value, -1) for value in ids), np.int64, len(ids))
+
+
+def changed_visitors(today_users: np.ndarray, today_items: np.ndarray, n_today: int,
+                     model_user: np.ndarray, trained: tuple[np.ndarray, np.ndarray] | None,
+                     nitems: int) -> np.ndarray:
+    """bool [n_today]: new to the model, or their known-item set differs from the trained one.
+    Exact: a visitor changed iff the symmetric difference of the two (visitor, item) sets
+    holds one of their pairs."""
+    changed = model_user < 0
+    if trained is None:
+        return np.ones(n_today, bool)
+    to_today = np.full(int(model_user.max(initial=-1)) + 1 if len(model_user) else 0, -1, np.int64)
+    to_today[model_user[model_user >= 0]] = np.flatnonzero(model_user >= 0)
+    users, items = trained
+    in_window = users < len(to_today)
+    users, items = to_today[users[in_window]], items[in_window]
+    keep = users >= 0                               # trained visitors absent today: not ours
+    codes_before = np.unique(users[keep] * nitems + items[keep])
+    codes_today = np.unique(today_users * nitems + today_items)
+    differing = np.setxor1d(codes_before, codes_today, assume_unique=True) // nitems
+    changed[differing] = True
+    return changed
+
+
+def _already_have(rows: np.ndarray, items: np.ndarray, n_rows: int, nitems: int,
+                  trained: tuple[np.ndarray, np.ndarray] | None,
+                  model_user_of_row: np.ndarray) -> art.SeenMatrix:
+    """Items each folded-in row already has: today's known ones and those it was trained on."""
+    if trained is not None:
+        row_of_model = np.full(int(trained[0].max(initial=-1)) + 1, -1, np.int64)
+        in_model = model_user_of_row >= 0
+        row_of_model[model_user_of_row[in_model]] = np.flatnonzero(in_model)
+        trained_rows = row_of_model[trained[0]]
+        rows = np.concatenate([rows, trained_rows[trained_rows >= 0]])
+        items = np.concatenate([items, trained[1][trained_rows >= 0]])
+    codes = np.unique(rows * nitems + items)
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(codes // nitems, minlength=n_rows))])
+    return art.SeenMatrix(indptr.astype(np.int64), codes % nitems, nitems)
+
+
+def run(args: argparse.Namespace) -> dict:
+    started = time.time()
+    filters.check_files(args)
+    model = read_json(join(args.model_dir, "model.json"), missing=lambda p: art.ArtifactError(
+        f"missing file {p}: --model_dir must be a trained model dir"))
+    col_factors = art.read_factors(join(args.model_dir, "col_factors.npy"))
+    model_users, model_items = warm_start.model_vocabularies(args.model_dir)
+    matrix, metadata = wals_input.load_matrix(args.preproc_dir, 1024)
+    today_users, today_items = (read_vocabulary(vocab_path(args.preproc_dir, name, metadata))
+                                for name in (VOCAB_USERS, VOCAB_ITEMS))
+    item_position = _positions(today_items, model_items)
+    known = item_position[matrix.items] >= 0
+    users, items, ratings = matrix.users[known], item_position[matrix.items[known]], matrix.ratings[known]
+    model_user = _positions(today_users, model_users)
+    trained = load_trained_pairs(args.model_dir)
+    changed = changed_visitors(users, items, matrix.nusers, model_user, trained, len(model_items))
+    folded = np.flatnonzero(changed)
+    row_of = np.full(matrix.nusers, -1, np.int64)
+    row_of[folded] = np.arange(len(folded))
+    mine = row_of[users] >= 0
+    item_counts = (np.bincount(trained[1], minlength=len(model_items)) if trained is not None
+                   else np.bincount(items, minlength=len(model_items)))
+    factors = fold_in_factors(col_factors, row_of[users[mine]], items[mine], ratings[mine],
+                              len(folded), Objective.from_settings(model.get("hyperparameters", {})),
+                              item_counts)
+    seen = _already_have(row_of[users[mine]], items[mine], len(folded), len(model_items),
+                         trained, model_user[folded])
+    left_out = filters.filtered_items(args, model_items)
+    staging = out.Staging(args.output_dir, args.overwrite)
+    try:
+        scorer = recommendation_scorer(factors, col_factors, item_counts, excluded=left_out)
+        rows = out.write_topk(scorer.blocks(seen, args.top_k, args.block_size),
+                              [today_users[v] for v in folded], model_items,
+                              staging.path(out.shard_name("batch_pred")))
+        counts = {"visitors": matrix.nusers, "new": int((model_user < 0).sum()),
+                  "changed": int(len(folded) - (model_user < 0).sum()),
+                  "unchanged": int(matrix.nusers - len(folded)), "folded_in": int(len(folded)),
+                  "interactions": matrix.nnz, "on_unknown_items": int((~known).sum())}
+        files = staging.commit({"rows": {"batch_pred": rows}, "fold_in": counts,
+                                "model_run_id": model.get("run_id"),
+                                "preproc_run_id": metadata.get("run_id")})
+    except BaseException:
+        staging.abort()
+        raise
+    seconds = time.time() - started
+    log.info("fold_in: %(visitors)d visitors = %(new)d new + %(changed)d changed + %(unchanged)d "
+             "unchanged; %(folded_in)d folded in; %(on_unknown_items)d of %(interactions)d "
+             "interactions on items the model does not know (ignored)", counts)
+    log.info("fold_in: %d lines in %.2fs", rows, seconds)
+    return {**counts, "rows": rows, "files": files, "seconds": round(seconds, 3)}
+
+
+def add_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("fold-in")
+    group.add_argument("--block_size", type=int, default=2048,
+                       help="Visitors scored per matrix product (memory ~ block_size x catalog).")
+    group.add_argument("--exclude_items", default=None, metavar="FILE",
+                       help="contentIds never to recommend, one a line (local or gs://).")
+    group.add_argument("--include_items", default=None, metavar="FILE",
+                       help="contentIds that alone may be recommended, one a line.")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return cli.stage_parser(
+        "python -m batch_predict.fold_in", __doc__,
+        {"--model_dir": "trained model/ folder (local or gs://).",
+         "--preproc_dir": "preproc/ folder of recent sessions (local or gs://).",
+         "--output_dir": "folder to write (batch_pred-* of the folded-in visitors)."},
+        add_args, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format=cli.LOG_FORMAT)
+    args = build_parser().parse_args(argv)
+    try:
+        cli.check_range(args, "top_k", 1)
+        cli.check_range(args, "block_size", 1)
+        run(args)
+    except (art.ArtifactError, ValueError) as exc:
+        log.error("fold_in: %s", exc)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

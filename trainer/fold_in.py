@@ -1,0 +1,64 @@
+"""Fold-in: user factors for visitors the model was not trained on, item factors fixed.
+
+Each visitor's factor is the exact least-squares solution of the training objective with V fixed
+(trainer/wals.py, the user half-step restricted to these rows): the same `solve_side`, targets,
+weights and λ (trainer/objective.py), so a folded-in visitor is scored exactly as one more
+half-step of training would score them. The SavedModel's `fold_in` signature solves the same
+system inside the graph (batch_predict/serving.py); `batch_predict.fold_in` uses this one.
+"""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import tensorflow as tf
+
+from pipeline.artifacts import exists, join
+from trainer import wals
+from trainer.objective import Objective
+
+TRAINED_ITEMS = "trained_items.npz"  # in the model dir: which items each user was trained on
+
+
+def save_trained_items(model_dir: str, users: np.ndarray, items: np.ndarray, nusers: int) -> None:
+    """CSR (indptr, indices) of the served factors' training entries, for batch fold-in to tell
+    which visitors changed since."""
+    order = np.lexsort((items, users))
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(users, minlength=nusers))])
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, indptr=indptr.astype(np.int64),
+                        indices=items[order].astype(np.int32))
+    with tf.io.gfile.GFile(join(model_dir, TRAINED_ITEMS), "wb") as f:
+        f.write(buffer.getvalue())
+
+
+def load_trained_pairs(model_dir: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(user, item) of every training entry, or None for models written before the file."""
+    path = join(model_dir, TRAINED_ITEMS)
+    if not exists(path):
+        return None
+    with tf.io.gfile.GFile(path, "rb") as f:
+        saved = np.load(io.BytesIO(f.read()), allow_pickle=False)
+        indptr, indices = saved["indptr"], saved["indices"]
+    return np.repeat(np.arange(len(indptr) - 1), np.diff(indptr)), indices.astype(np.int64)
+
+
+def fold_in_factors(col_factors: np.ndarray, rows: np.ndarray, items: np.ndarray,
+                    ratings: np.ndarray, n_rows: int, objective: Objective,
+                    item_counts: np.ndarray, max_rows: int = 1024,
+                    max_entries: int = 4096) -> np.ndarray:
+    """float32 [n_rows, k]: row r's factor from its entries (rows == r: items, stored ratings).
+
+    item_counts: each item's number of training entries (its column weight c_j). Rows without
+    entries get a zero factor (callers score those by popularity).
+    """
+    nitems = len(col_factors)
+    rows, items = np.asarray(rows, np.int64), np.asarray(items, np.int64)
+    targets, weights = objective.targets(ratings, objective.item_weights(item_counts)[items])
+    side = wals.plan_side(rows, items, targets, weights, n_rows, max_rows, max_entries)
+    row_regularization = objective.row_regularization(np.bincount(rows, minlength=n_rows), nitems)
+    factors, _ = wals.solve_side(
+        tf.constant(col_factors, tf.float32), side, objective.regularization,
+        objective.unobserved_weight,
+        row_regularization=None if row_regularization is None else tf.constant(row_regularization))
+    return factors.numpy()
