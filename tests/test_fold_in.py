@@ -18,7 +18,7 @@ NUSERS, NITEMS, K = 30, 14, 4
 OBJECTIVES = {
     "default": [],
     "frequency-binary-linear": ["--reg_scaling", "frequency", "--regularization", "0.01",
-                                "--rating_target", "binary", "--rating_scale", "5",
+                                "--rating_target", "binary", "--target_scale", "5",
                                 "--col_weights", "linear", "--feature_wt_factor", "3"],
 }
 

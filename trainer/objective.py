@@ -8,7 +8,7 @@ observed weight c_ij (the solver minimises Σ_O (w0 + c_ij)(a_ij − u_i·v_j)²
     rating_target "binary": a_ij = 1,                   c_ij = c_j · s · r_ij
         (Hu, Koren and Volinsky 2008: preference 1 with confidence w0 + α·r, α = s)
 
-with s = rating_scale, c_j the item's column weight (`column_weights`), and per-row
+with s = target_scale, c_j the item's column weight (`column_weights`), and per-row
 regularization λ_i = λ (reg_scaling "none") or λ · (n_i + w0 · n_other) ("frequency": n_i the
 row's observed entries, n_other the other side's size; Rendle et al. 2021, "Revisiting the
 Performance of iALS on Item Recommendation Benchmarks", and their reference code).
@@ -56,8 +56,8 @@ class Objective:
     feature_wt_factor: float = 130.0
     feature_wt_exp: float = 0.1
     rating_target: str = "rating"
-    rating_scale: float = 1.0
-    rating_cap: float | None = None
+    target_scale: float = 1.0
+    target_cap: float | None = None
 
     def __post_init__(self):
         if self.rating_target not in RATING_TARGETS:
@@ -87,10 +87,10 @@ class Objective:
         ratings = np.asarray(ratings, np.float32)
         if self.rating_target == "binary":
             return (np.ones_like(ratings),
-                    (item_weight * np.float32(self.rating_scale) * ratings).astype(np.float32))
-        scaled = ratings * np.float32(self.rating_scale)
-        if self.rating_cap is not None:
-            scaled = np.minimum(scaled, np.float32(self.rating_cap))
+                    (item_weight * np.float32(self.target_scale) * ratings).astype(np.float32))
+        scaled = ratings * np.float32(self.target_scale)
+        if self.target_cap is not None:
+            scaled = np.minimum(scaled, np.float32(self.target_cap))
         return scaled.astype(np.float32), np.asarray(item_weight, np.float32)
 
     def row_regularization(self, row_lengths: np.ndarray, n_other: int) -> np.ndarray | None:

@@ -67,11 +67,11 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                        help="none: the same λ for every row; frequency: λ·(n_i + w0·n_other) "
                             "per row (Rendle et al. 2021; needs a much smaller λ).")
     group.add_argument("--rating_target", choices=objective.RATING_TARGETS, default="rating",
-                       help="rating: fit min(rating_scale · rating, rating_cap); binary: fit 1 "
-                            "with confidence ∝ rating_scale · rating (Hu, Koren, Volinsky 2008).")
-    group.add_argument("--rating_scale", type=cli.finite_float, default=1.0,
-                       help="Scale of the stored rating (target or confidence, --rating_target).")
-    group.add_argument("--rating_cap", type=cli.finite_float, default=None,
+                       help="rating: fit min(target_scale · rating, target_cap); binary: fit 1 "
+                            "with confidence ∝ target_scale · rating (Hu, Koren, Volinsky 2008).")
+    group.add_argument("--target_scale", type=cli.finite_float, default=1.0,
+                       help="Scale of the stored rating for training (target or confidence, --rating_target).")
+    group.add_argument("--target_cap", type=cli.finite_float, default=None,
                        help="Cap of the scaled rating with --rating_target rating (default none).")
     group.add_argument("--init_scale", type=cli.finite_float, default=1.0,
                        help="Item factors start as N(0, (init_scale/√k)²); Rendle et al. use 0.1.")
@@ -113,7 +113,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 def hyperparameters(args: argparse.Namespace) -> dict:
     names = ("n_embeds", "regularization", "unobserved_weight", "reg_scaling", "rating_target",
-             "rating_scale", "rating_cap", "init_scale", "col_weights",
+             "target_scale", "target_cap", "init_scale", "col_weights",
              "feature_wt_factor", "feature_wt_exp", "epochs", "batch_size", "batch_entries",
              "solver", "cg_steps", "eval_fraction", "seed", "top_k", "warm_start_from")
     return {**{name: getattr(args, name) for name in names},
@@ -140,10 +140,10 @@ def validate_args(args: argparse.Namespace) -> None:
     cli.check_range(args, "feature_wt_factor", 0, low_open=True)
     cli.check_range(args, "feature_wt_exp", -10, 10)
     cli.check_range(args, "eval_fraction", 0, 1, high_open=True)
-    cli.check_range(args, "rating_scale", 0, low_open=True)
+    cli.check_range(args, "target_scale", 0, low_open=True)
     cli.check_range(args, "init_scale", 0, low_open=True)
-    if getattr(args, "rating_cap", None) is not None:
-        cli.check_range(args, "rating_cap", 0, low_open=True)
+    if getattr(args, "target_cap", None) is not None:
+        cli.check_range(args, "target_cap", 0, low_open=True)
     if getattr(args, "warm_start_from", None) and not exists(join(args.warm_start_from, "model.json")):
         raise ValueError(f"--warm_start_from {args.warm_start_from}: no model.json there "
                          "(not a trained model dir)")
