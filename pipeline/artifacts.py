@@ -18,9 +18,9 @@ from typing import Callable, Iterator
 import numpy as np
 import tensorflow as tf
 
-PREPROC, MODEL, PREDICTIONS = "preproc", "model", "predictions"
-STAGE_ORDER = ("preprocess", "train", "predict")
-PRODUCER = {PREPROC: "preprocess", MODEL: "train", PREDICTIONS: "predict"}
+PREPROC, TUNING, MODEL, PREDICTIONS = "preproc", "tuning", "model", "predictions"
+STAGE_ORDER = ("preprocess", "tune", "train", "predict")
+PRODUCER = {PREPROC: "preprocess", TUNING: "tune", MODEL: "train", PREDICTIONS: "predict"}
 ITEMS_FOR_USER, USERS_FOR_ITEM = "items_for_user", "users_for_item"  # one record per user / item
 SHARD_PREFIXES = (USERS_FOR_ITEM, ITEMS_FOR_USER)
 VOCAB_USERS, VOCAB_ITEMS = "vocab_users", "vocab_items"

@@ -33,6 +33,21 @@ def stage_parser(prog: str, description: str, paths: dict[str, str], add_stage_a
     return parser
 
 
+def explicit_dests(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+    """The dests of the flags `argv` gives explicitly (whatever their value), so that a value
+    from elsewhere (tuning/best.json) replaces defaults only. Parses argv again with every
+    default suppressed; abbreviations and --flag=value count like argparse counts them."""
+    saved = [(action, action.default, action.required) for action in parser._actions]
+    try:
+        for action, _, _ in saved:
+            action.default, action.required = argparse.SUPPRESS, False
+        given, _ = parser.parse_known_args(argv)
+    finally:
+        for action, default, required in saved:
+            action.default, action.required = default, required
+    return set(vars(given))
+
+
 def finite_float(text: str) -> float:
     """argparse type of every float flag: a finite number (NaN or inf exit 2 at parse time)."""
     try:

@@ -20,7 +20,7 @@ import sys
 import numpy as np
 import tensorflow as tf
 
-from pipeline.artifacts import (ITEMS_FOR_USER, MODEL, PREDICTIONS, PREPROC, VOCAB_ITEMS, exists,
+from pipeline.artifacts import (ITEMS_FOR_USER, MODEL, PREDICTIONS, PREPROC, TUNING, VOCAB_ITEMS, exists,
                                 head_lines, join, read_json, read_npy, read_vocabulary, shards,
                                 sparse_row_batches, vocab_path)
 from pipeline.cli import LOG_FORMAT
@@ -45,6 +45,7 @@ def collect_run(root: str) -> dict:
         "paths": {"preproc": preproc, "model": model, "predictions": predictions,
                   "report": join(root, "report.html")},
         "metadata": _json_or_none(join(preproc, "metadata.json")),
+        "tuning": _json_or_none(join(root, TUNING, "best.json")),
         "model": _json_or_none(join(model, "model.json")),
         "metrics": _json_or_none(join(model, "metrics.json")),
         "recommendations": head_lines(join(predictions, "batch_pred-*"), SAMPLE_RECOMMENDATIONS),
@@ -169,12 +170,34 @@ def figures(run: dict) -> dict[str, str]:
             ax.set(xlabel="scaled rating", ylabel="interactions",
                    title=f"Rating distribution ({ratings.size} ratings of the first users)")
             out["Rating distribution"] = _png(fig)
+    if run.get("tuning"):
+        out["Hyperparameter search"] = _tuning_figure(plt, run["tuning"])
     col_path = join(run["paths"]["model"], "col_factors.npy")
     if run["metadata"] and exists(col_path):
         item_factors = read_npy(col_path)
         if item_factors.ndim == 2 and item_factors.shape[0] >= 3 and item_factors.shape[1] >= 2:
             out["Item embeddings (PCA)"] = _pca_figure(plt, item_factors, run)
     return out
+
+
+def _tuning_figure(plt, tuning: dict) -> str:
+    """Each trial's held-out metric (pruned trials at their last report) and the best so far."""
+    trials = [t for t in tuning["trials"] if t.get("value") is not None or t.get("curve")]
+    numbers = [t["number"] for t in trials]
+    values = [t["value"] if t.get("value") is not None else max(t["curve"]) for t in trials]
+    complete = [t["state"] == "COMPLETE" for t in trials]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.scatter([n for n, c in zip(numbers, complete) if c],
+               [v for v, c in zip(values, complete) if c], s=14, label="trial")
+    ax.scatter([n for n, c in zip(numbers, complete) if not c],
+               [v for v, c in zip(values, complete) if not c], s=14, marker="x", label="pruned")
+    best = np.maximum.accumulate([v if c else -np.inf for v, c in zip(values, complete)])
+    ax.step(numbers, best, where="post", color="k", label="best so far")
+    if tuning.get("default_value") is not None:
+        ax.axhline(tuning["default_value"], color="grey", ls="--", label="current flags (trial 0)")
+    ax.set(xlabel="trial", ylabel=f"held-out {tuning['metric']}", title="Hyperparameter search")
+    ax.legend(fontsize=7)
+    return _png(fig)
 
 
 def _pca_figure(plt, item_factors: np.ndarray, run: dict) -> str:
@@ -219,6 +242,14 @@ def render_html(run: dict, images: dict[str, str]) -> str:
     if rows:
         parts.append("<h2>Held-out metrics</h2>" + _table(["metric"] + columns,
                                                           [[n] + v for n, v in rows]))
+    tuning = run.get("tuning")
+    if tuning:
+        parts.append(
+            f"<h2>Tuning</h2><p>{tuning['n_trials']} trials in {tuning['seconds']:.0f} s "
+            f"({esc(tuning['search'])}); held-out {esc(tuning['metric'])} "
+            f"{_fmt(tuning['best_value'])} (trial {tuning['best_trial']}) against "
+            f"{_fmt(tuning.get('default_value'))} with the flags' values (trial 0).</p>"
+            + _table(["chosen", "value"], sorted([k, v] for k, v in tuning["chosen"].items())))
     if run["model"]:
         rows = {"n_embeds": run["model"].get("n_embeds"),
                 "epochs_completed": run["model"].get("epochs_completed")}

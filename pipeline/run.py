@@ -23,16 +23,17 @@ import sys
 import time
 import uuid
 
-from pipeline import faults
+from pipeline import cli, faults
 from pipeline.cloud import vertex
-from pipeline.artifacts import (MODEL, PREDICTIONS, PREPROC, STAGE_ORDER, StageInputError,
+from pipeline.artifacts import (MODEL, PREDICTIONS, PREPROC, STAGE_ORDER, TUNING, StageInputError,
                                 check_stage_inputs, exists, join, stage_dir)
 from pipeline.cli import DEFAULT_OUTPUT_DIR, LOG_FORMAT, add_shared_args
 
 log = logging.getLogger("pipeline.run")
 
-STAGE_MODULES = {"preprocess": "pipeline.preprocess", "train": "trainer.task",
+STAGE_MODULES = {"preprocess": "pipeline.preprocess", "tune": "trainer.tune", "train": "trainer.task",
                  "predict": "batch_predict.run"}
+DEFAULT_STAGES = ("preprocess", "train", "predict")
 BEAM_STAGES = ("preprocess", "predict")  # the stages that receive the Beam flags
 DATE_FLAGS = ("start_date", "end_date")
 RELATIVE_DATE = re.compile(r"^(?:today(?:-(\d{1,4}))?|yesterday)$")
@@ -62,8 +63,11 @@ def add_driver_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output_dir", default=DEFAULT_OUTPUT_DIR,
                         help="Root of all artifacts: preproc/, model/, predictions/, report.html "
                              "(local path or gs://).")
-    parser.add_argument("--stages", type=parse_stages, default=list(STAGE_ORDER),
-                        help="Comma-separated subset of preprocess,train,predict (default: all).")
+    parser.add_argument("--stages", type=parse_stages, default=list(DEFAULT_STAGES),
+                        help="Comma-separated subset of preprocess,tune,train,predict, run in that "
+                             "order (default: preprocess,train,predict; tune searches the "
+                             "trainer's hyperparameters into tuning/best.json, which train then "
+                             "uses).")
     parser.add_argument("--trainer", choices=["local", "vertex"], default="local",
                         help="Train where this command runs (local) or as a Vertex AI custom job.")
     parser.add_argument("--no_report", action="store_true",
@@ -146,6 +150,7 @@ def parse_args(argv: list[str] | None = None, today: dt.date | None = None
     argv = _normalise_booleans(parser, list(sys.argv[1:] if argv is None else argv))
     args, beam_argv = parser.parse_known_args(argv)
     check_beam_argv(parser, beam_argv)
+    args.explicit_flags = cli.explicit_dests(parser, argv)
     today = today or dt.datetime.now(dt.timezone.utc).date()
     for name in DATE_FLAGS:
         if hasattr(args, name):
@@ -157,7 +162,9 @@ def stage_args(stage: str, args: argparse.Namespace) -> argparse.Namespace:
     """A copy of the flags with the stage's paths (ARCHITECTURE.md table) under --output_dir."""
     ns = argparse.Namespace(**vars(args))
     root = args.output_dir
-    if stage == "train":
+    if stage == "tune":
+        ns.input_dir, ns.output_dir = stage_dir(root, PREPROC), stage_dir(root, TUNING)
+    elif stage == "train":
         ns.input_dir, ns.output_dir = stage_dir(root, PREPROC), stage_dir(root, MODEL)
     elif stage == "predict":
         ns.preproc_dir, ns.model_dir = stage_dir(root, PREPROC), stage_dir(root, MODEL)
@@ -168,8 +175,15 @@ def stage_args(stage: str, args: argparse.Namespace) -> argparse.Namespace:
 def run_stage(stage: str, args: argparse.Namespace, beam_argv: list[str]) -> dict:
     ns = stage_args(stage, args)
     if stage == "train":
+        tuned = ns.tuning_file or join(args.output_dir, TUNING, "best.json")
+        if ns.tuning_file or exists(tuned):  # the tune stage's choice; explicit flags win
+            from trainer.tune import apply_tuning
+            apply_tuning(ns, getattr(args, "explicit_flags", set()), tuned)
+    if stage in ("tune", "train"):  # local, or the same job on Vertex AI
         if args.trainer == "vertex":
-            return vertex.run(ns, list(beam_argv), args)
+            from pipeline.cloud import vertex_tuning
+            runner = vertex_tuning.run if stage == "tune" else vertex.run
+            return runner(ns, list(beam_argv), args)
         return stage_module(stage).run(ns)
     return stage_module(stage).run(ns, list(beam_argv))
 
@@ -256,7 +270,7 @@ def run_pipeline(args: argparse.Namespace, beam_argv: list[str]) -> dict:
     return summaries
 
 
-DEAD_SCRATCH = ("_tmp_preprocess_*", "_tmp_predict_*")
+DEAD_SCRATCH = ("_tmp_preprocess_*", "_tmp_predict_*", "_tmp_tune_*")  # tune: no owner, dead if left
 
 
 def remove_dead_scratch(output_dir: str) -> None:

@@ -33,6 +33,7 @@ import contextlib
 import datetime
 import json
 import logging
+import os
 import sys
 import time
 import uuid
@@ -105,6 +106,11 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--warm_start_from", default=None, metavar="MODEL_DIR",
                        help="Start from a previous model's factors, matched by original ids "
                             "through both runs' vocabularies; new users and items start as usual.")
+    group.add_argument("--hypertune_metric", choices=("ndcg", "map", "recall", "precision"),
+                       default=None,
+                       help="Report this held-out metric at --top_k to Vertex AI hyperparameter "
+                            "tuning (cloudml-hypertune, tag <metric>_at_<k>); set by the tune "
+                            "stage's Vertex AI job.")
     group.add_argument("--tuning_file", default=None, metavar="BEST_JSON",
                        help="Hyperparameters chosen by the tune stage (tuning/best.json); flags "
                             "given explicitly win. pipeline.run uses OUTPUT/tuning/best.json "
@@ -115,7 +121,8 @@ def hyperparameters(args: argparse.Namespace) -> dict:
     names = ("n_embeds", "regularization", "unobserved_weight", "reg_scaling", "rating_target",
              "target_scale", "target_cap", "init_scale", "col_weights",
              "feature_wt_factor", "feature_wt_exp", "epochs", "batch_size", "batch_entries",
-             "solver", "cg_steps", "eval_fraction", "seed", "top_k", "warm_start_from")
+             "solver", "cg_steps", "eval_fraction", "seed", "top_k", "warm_start_from",
+             "tuning_file")
     return {**{name: getattr(args, name) for name in names},
             "refit_full": not getattr(args, "no_refit_full", False)}
 
@@ -174,6 +181,8 @@ def run(args: argparse.Namespace) -> dict:
     """Trains WALS from args.input_dir (preproc) into args.output_dir (model); returns a summary."""
     start = time.time()
     validate_args(args)
+    if "{trial}" in args.output_dir:  # a Vertex AI tuning trial (pipeline/cloud/vertex_tuning.py)
+        args.output_dir = args.output_dir.replace("{trial}", os.environ.get("CLOUD_ML_TRIAL_ID", "0"))
     with _op_determinism():
         return _run(args, start)
 
@@ -227,6 +236,9 @@ def _run(args: argparse.Namespace, start: float) -> dict:
         summary_metrics["model"] = ("eval phase: trained on the interactions left after "
                                     "holding out the test share")
         write_json(join(model_dir, "metrics.json"), summary_metrics)
+        if args.hypertune_metric:
+            from trainer.tune import report_hypertune
+            report_hypertune(args, summary_metrics)
     if not held.any() or hyperparameters(args)["refit_full"]:
         phases["full"], (row_factors, col_factors) = train_phase(
             "full", matrix, np.ones(matrix.nnz, bool), args, model_dir, resuming, None, initial)
@@ -378,9 +390,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=cli.LOG_FORMAT)
     try:
+        if args.tuning_file:  # tuned values for every flag not given explicitly
+            from trainer.tune import apply_tuning
+            apply_tuning(args, cli.explicit_dests(parser, sys.argv[1:] if argv is None else argv),
+                         args.tuning_file)
         summary = run(args)
     except ValueError as err:
         LOG.error("train: %s", err)

@@ -25,6 +25,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                             "image: REGION-docker.pkg.dev/PROJECT/REPO/ga-wals:TAG).")
     group.add_argument("--vertex_machine_type", default=DEFAULT_MACHINE_TYPE,
                        help="Machine type of the Vertex AI training replica.")
+    group.add_argument("--vertex_parallel_trials", type=int, default=3,
+                       help="Trials a Vertex AI tuning job runs at once (--stages tune).")
     group.add_argument("--vertex_service_account", default=None,
                        help="Service account the training job runs as (default: Vertex AI's).")
 
