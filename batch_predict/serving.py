@@ -136,8 +136,11 @@ class Recommender(tf.Module):
         cols = tf.cast(tf.where(valid, ids, 0), tf.int32)
         target = tf.where(valid, tf.gather(self.fold_target, cols), 0.0)
         weight = tf.where(valid, tf.gather(self.fold_weight, cols), 0.0)  # 0: padding, vanishes
-        white = wals.Whitening(self.fold_basis, self.fold_whitened, self.fold_eigenvalues,
-                               self.fold_uniform_scale)
+        # tensors, not the variables: the shared solver tf.functions trace on tensor shapes
+        white = wals.Whitening(
+            tf.identity(self.fold_basis), tf.identity(self.fold_whitened),
+            tf.identity(self.fold_eigenvalues),
+            None if self.fold_uniform_scale is None else tf.identity(self.fold_uniform_scale))
         objective = self.objective
         row_regularization = None
         if self.fold_uniform_scale is None:                            # λ·(n_i + w0·n_items)

@@ -96,14 +96,21 @@ def current_values(args: argparse.Namespace) -> dict:
 
 def run(args: argparse.Namespace) -> dict:
     """Runs the search on args.input_dir and publishes args.output_dir/best.json."""
-    import optuna
-
     started = time.time()
     validate_args(args)
     if exists(join(args.output_dir, BEST)) and not args.overwrite:
         raise FileExistsError(f"{args.output_dir} already holds {BEST}; pass --overwrite to "
                               "tune again")
     matrix, metadata = wals_input.load_matrix(args.input_dir, args.batch_size)
+    study = search(matrix, args)
+    return _publish(args, study, f"{args.tune_metric}@{args.top_k}", matrix, metadata,
+                    time.time() - started)
+
+
+def search(matrix: wals_input.Interactions, args: argparse.Namespace):
+    """The Optuna study over `matrix` (in memory), run to --tune_trials / --tune_seconds."""
+    import optuna
+
     held_masks = splits(matrix.users, args)
     metric = f"{args.tune_metric}@{args.top_k}"
     LOG.info("tune: %d users x %d items, %d interactions, %s, maximising held-out %s",
@@ -158,7 +165,16 @@ def run(args: argparse.Namespace) -> dict:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.optimize(objective, n_trials=args.tune_trials, timeout=args.tune_seconds or None,
                        catch=(ValueError, ArithmeticError))
-    return _publish(args, study, metric, matrix, metadata, time.time() - started)
+    return study
+
+
+def chosen_values(study) -> dict:
+    """The best trial's flag values, its best epoch count included."""
+    best = study.best_trial
+    chosen = {**best.params, "epochs": best.user_attrs["epochs"]}
+    if chosen.get("rating_target") == "binary":
+        chosen["target_cap"] = None
+    return chosen
 
 
 def _publish(args, study, metric: str, matrix, metadata: dict, seconds: float) -> dict:
@@ -169,9 +185,7 @@ def _publish(args, study, metric: str, matrix, metadata: dict, seconds: float) -
         raise ValueError("tune: no trial completed (see the log for their errors)")
     best = study.best_trial
     default = study.trials[0]
-    chosen = {**best.params, "epochs": best.user_attrs["epochs"]}
-    if chosen.get("rating_target") == "binary":
-        chosen["target_cap"] = None
+    chosen = chosen_values(study)
     trials = [{"number": t.number, "state": t.state.name, "params": t.params, "value": t.value,
                "epochs": t.user_attrs.get("epochs"), "curve": t.user_attrs.get("curve"),
                "seconds": None if t.duration is None else round(t.duration.total_seconds(), 3)}
