@@ -41,6 +41,8 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks.preprocess
 	$(BIN)/python -m benchmarks.wals_vs_implicit
 	$(BIN)/python -m benchmarks.batch_predict
+	$(BIN)/python -m benchmarks.tuning --json bench_out/tuning.json
+	$(BIN)/python -m benchmarks.fold_in_warm_start --json bench_out/fold_in_warm_start.json
 
 clean:
 	rm -rf output bench_out .pytest_cache

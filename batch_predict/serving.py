@@ -27,7 +27,7 @@ Try it:
   saved_model_cli run --dir MODEL/export/1 --tag_set serve --signature_def serving_default \
       --input_exprs 'visitorId=["1234567890", "unknown-visitor"]'
   saved_model_cli run --dir MODEL/export/1 --tag_set serve --signature_def fold_in \
-      --input_exprs 'contentIds=[["299949290", "299965853"], ["299972248", ""]]'
+      --input_exprs 'contentIds=[["129036651", "549840379"], ["263192149", ""]]'
 Serve it (REST on :8501):
   docker run -p 8501:8501 -v MODEL/export:/models/wals -e MODEL_NAME=wals tensorflow/serving
   curl -d '{"instances": ["1234567890"]}' localhost:8501/v1/models/wals:predict
@@ -147,6 +147,8 @@ class Recommender(tf.Module):
             n_given = tf.reduce_sum(tf.cast(valid, tf.float32), axis=1)
             row_regularization = objective.regularization * (
                 n_given + objective.unobserved_weight * float(self.nitems))
+            row_regularization = tf.where(row_regularization > 0, row_regularization,
+                                          objective.regularization)  # as Objective does
         rotated, _ = wals.solve_rows(white, cols, target, weight, objective.unobserved_weight,
                                      row_regularization)
         user_factors = tf.matmul(rotated, self.fold_basis, transpose_b=True)

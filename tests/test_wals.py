@@ -208,3 +208,52 @@ def test_trainer_solver_flags_reach_the_solver(tmp_path):
     assert (exact_hyper["solver"], cg_hyper["solver"], cg_hyper["cg_steps"]) == ("exact", "cg", k)
     np.testing.assert_allclose(full_cg, exact, atol=1e-4)
     assert np.abs(one_step - exact).max() > 1e-3
+
+
+def dense_row_solve_per_row(fixed, weight, ratings, row_lambda):
+    out = np.zeros((weight.shape[0], fixed.shape[1]))
+    for i in range(weight.shape[0]):
+        lhs = fixed.T @ (weight[i][:, None] * fixed) + row_lambda[i] * np.eye(fixed.shape[1])
+        out[i] = np.linalg.solve(lhs, fixed.T @ (weight[i] * ratings[i]))
+    return out
+
+
+@pytest.mark.parametrize("solver", SOLVERS, ids=["exact", "cg"])
+def test_per_row_regularization_matches_dense_closed_form(solver):
+    """Frequency-scaled λ (Rendle et al.): λ_i = λ·(n_i + w0·n_other), each row its own λ."""
+    from trainer.objective import Objective
+    observed, ratings, col_weight, users, items = dense_problem(seed=5)
+    loss = Objective(regularization=0.02, unobserved_weight=W0, reg_scaling="frequency")
+    user_lambda = loss.row_regularization(observed.sum(1), observed.shape[1])
+    item_lambda = loss.row_regularization(observed.sum(0), observed.shape[0])
+    assert len(set(user_lambda.tolist())) > 1
+    model = make_solver(users, items, ratings, col_weight, *observed.shape,
+                        row_regularization=(user_lambda, item_lambda), **solver)
+    v0 = model.col_factors.numpy().astype(np.float64)
+    value = model.epoch()
+    weight = dense_weights(observed, col_weight)
+    u1 = model.row_factors.numpy().astype(np.float64)
+    np.testing.assert_allclose(u1, dense_row_solve_per_row(v0, weight, ratings, user_lambda),
+                               atol=1e-4, rtol=1e-4)
+    v1 = model.col_factors.numpy().astype(np.float64)
+    np.testing.assert_allclose(v1, dense_row_solve_per_row(u1, weight.T, ratings.T, item_lambda),
+                               atol=1e-4, rtol=1e-4)
+    dense = float((weight * (ratings - u1 @ v1.T) ** 2).sum()
+                  + (user_lambda * (u1 ** 2).sum(1)).sum() + (item_lambda * (v1 ** 2).sum(1)).sum())
+    assert value == pytest.approx(dense, rel=1e-4)
+
+
+def test_objective_targets_and_weights():
+    from trainer.objective import Objective
+    stored, item_weight = np.array([0.2, 0.5, 1.0], np.float32), np.array([1.0, 2.0, 0.5], np.float32)
+    a, c = Objective(target_scale=3.0, target_cap=1.2).targets(stored, item_weight)
+    np.testing.assert_allclose(a, [0.6, 1.2, 1.2]) and np.testing.assert_allclose(c, item_weight)
+    a, c = Objective(rating_target="binary", target_scale=10.0).targets(stored, item_weight)
+    np.testing.assert_allclose(a, [1, 1, 1])
+    np.testing.assert_allclose(c, [2.0, 10.0, 5.0], rtol=1e-6)
+    assert Objective().row_regularization([1, 2], 5) is None
+    np.testing.assert_allclose(
+        Objective(regularization=0.5, unobserved_weight=0.0, reg_scaling="frequency")
+        .row_regularization([0, 4], 9), [0.5, 2.0])  # an empty row keeps plain λ
+    with pytest.raises(ValueError, match="rating_target"):
+        Objective(rating_target="stars")

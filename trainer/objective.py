@@ -97,6 +97,7 @@ class Objective:
         """λ_i per row, or None when every row has the same λ (the cheaper solve)."""
         if self.reg_scaling == "none":
             return None
-        return (self.regularization
-                * (np.asarray(row_lengths, np.float64) + self.unobserved_weight * n_other)
-                ).astype(np.float32)
+        scaled = self.regularization * (np.asarray(row_lengths, np.float64)
+                                        + self.unobserved_weight * n_other)
+        # an empty row with w0 = 0 would get λ_i = 0 (a singular system): plain λ instead
+        return np.where(scaled > 0, scaled, self.regularization).astype(np.float32)

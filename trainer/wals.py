@@ -162,7 +162,7 @@ def solve_rows_cg(whitened, cols, ratings, weights, unobserved_weight, start, st
     In the whitened basis A_i = I + Z_iᵀS²Z_i, so a step needs two passes over Z_i and no k×k
     matrix (CG preconditioned by the Gramian, warm-started like implicit's).
     """
-    gathered = tf.gather(whitened, cols)                               # Z_i    [B, L, k]
+    gathered = _gather_rows(whitened, cols, row_scale)                 # Z_i    [B, L, k]
 
     def sum_entries(per_entry):                                        # Z_iᵀ per_entry
         return tf.matmul(per_entry[:, None, :], gathered)[:, 0, :]

@@ -45,7 +45,7 @@ def check(options: PipelineOptions, *, output_dir: str, stages: list[str], train
           vertex_image: str | None) -> None:
     """Raises PreflightError naming every missing flag for the cloud services this run uses."""
     dataflow = uses_dataflow(options)
-    vertex = trainer == "vertex" and "train" in stages
+    vertex = trainer == "vertex" and ("train" in stages or "tune" in stages)
     missing = missing_flags(options, output_dir=output_dir, dataflow=dataflow, vertex=vertex,
                             vertex_image=vertex_image)
     if missing:
