@@ -172,11 +172,18 @@ def stage_args(stage: str, args: argparse.Namespace) -> argparse.Namespace:
     return ns
 
 
+def tuning_result(train_args: argparse.Namespace, output_dir: str) -> str | None:
+    """The best.json train uses: --tuning_file, else OUTPUT/tuning/best.json when it exists."""
+    given = getattr(train_args, "tuning_file", None)
+    found = join(output_dir, TUNING, "best.json")
+    return given or (found if exists(found) else None)
+
+
 def run_stage(stage: str, args: argparse.Namespace, beam_argv: list[str]) -> dict:
     ns = stage_args(stage, args)
     if stage == "train":
-        tuned = ns.tuning_file or join(args.output_dir, TUNING, "best.json")
-        if ns.tuning_file or exists(tuned):  # the tune stage's choice; explicit flags win
+        tuned = tuning_result(ns, args.output_dir)
+        if tuned:  # the tune stage's choice; explicit flags win
             from trainer.tune import apply_tuning
             apply_tuning(ns, getattr(args, "explicit_flags", set()), tuned)
     if stage in ("tune", "train"):  # local, or the same job on Vertex AI

@@ -100,7 +100,8 @@ def test_each_stage_gets_its_paths_and_beam_flags_go_only_to_beam_stages(stages,
     assert os.path.getsize(f"{root}/report.html") > 1000
 
 
-def test_dataflow_flags_pass_through_untouched(stages):
+def test_dataflow_flags_pass_through_untouched(stages, monkeypatch):
+    monkeypatch.setattr(driver, "tuning_result", lambda *_: None)  # no gs:// lookups offline
     args, beam_argv = driver.parse_args(["--output_dir", "gs://bucket/run"] + DATAFLOW_FLAGS)
     assert beam_argv == DATAFLOW_FLAGS
     for stage in ("preprocess", "train", "predict"):
@@ -244,6 +245,7 @@ def test_vertex_trainer_submits_the_spec_instead_of_training_here(stages, monkey
         return "projects/1/locations/europe-west1/customJobs/9"
     monkeypatch.setattr(vertex, "submit_custom_job", fake_submit)
     monkeypatch.setattr(vertex, "read_json", lambda path: {"model_json": path})
+    monkeypatch.setattr(driver, "tuning_result", lambda *_: None)  # no gs:// lookups offline
     args, beam_argv = driver.parse_args(["--output_dir", "gs://b/run", "--trainer=vertex",
                                          "--vertex_image=gcr.io/p/img:2"] + DATAFLOW_FLAGS)
     summary = driver.run_stage("train", args, beam_argv)
