@@ -101,14 +101,12 @@ class Recommender(tf.Module):
         self.fold_target = tf.Variable(target, trainable=False)
         self.fold_weight = tf.Variable(weight, trainable=False)
 
-    def _top_k(self, user_factors, given):
-        """contentId/score of the best k admissible items per row; `given` [n, ?] int64 item ids
-        per row (-1 = none) are excluded; rows with an all-zero factor are scored by popularity."""
+    def _top_k(self, user_factors, pairs):
+        """contentId/score of the best k admissible items per row; `pairs` [m, 2] int64 (row,
+        itemId) are excluded; rows with an all-zero factor are scored by popularity."""
         scores = tf.matmul(user_factors, self.col_factors, transpose_b=True)
         cold = tf.reduce_all(tf.equal(user_factors, 0.0), axis=1)
         scores = tf.where(cold[:, None], self.item_counts[None, :], scores) + self.item_mask[None, :]
-        pairs = tf.where(given >= 0)                                   # [(row, slot)]
-        pairs = tf.stack([pairs[:, 0], tf.gather_nd(given, pairs)], axis=1)
         scores = tf.tensor_scatter_nd_update(
             scores, pairs, tf.fill(tf.shape(pairs)[:1], float("-inf")))
         top_scores, top_items = tf.math.top_k(scores, k=self.k, sorted=True)
@@ -124,8 +122,8 @@ class Recommender(tf.Module):
         rows = tf.where(known, user_ids, self.nusers)
         seen = tf.gather(tf.RaggedTensor.from_row_splits(self.seen_items, self.seen_row_splits),
                          rows)
-        return {**self._top_k(tf.gather(self.row_factors, rows), seen.to_tensor(default_value=-1)),
-                "known": known}
+        pairs = tf.stack([seen.value_rowids(), seen.values], axis=1)  # ragged: never dense
+        return {**self._top_k(tf.gather(self.row_factors, rows), pairs), "known": known}
 
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.string, name="contentIds")])
     def fold_in(self, content_ids):
@@ -152,7 +150,9 @@ class Recommender(tf.Module):
         rotated, _ = wals.solve_rows(white, cols, target, weight, objective.unobserved_weight,
                                      row_regularization)
         user_factors = tf.matmul(rotated, self.fold_basis, transpose_b=True)
-        return self._top_k(user_factors, ids)
+        given = tf.where(valid)                                        # [(row, slot)]
+        return self._top_k(user_factors,
+                           tf.stack([given[:, 0], tf.gather_nd(ids, given)], axis=1))
 
 
 def _versions(export_root: str) -> list[int]:

@@ -89,9 +89,11 @@ def run_dataset(data, opts) -> dict:
     tick = time.time()
     study = tune.search(train_only, trainer_args(tune_trials=opts.trials,
                                                  tune_seconds=opts.tune_seconds,
-                                                 tune_max_epochs=opts.max_epochs))
+                                                 tune_max_epochs=opts.max_epochs,
+                                                 tune_folds=opts.folds))
     chosen = tune.chosen_values(study)
     result["tuning"] = {"trials": len(study.trials), "seconds": round(time.time() - tick, 1),
+                        "folds": opts.folds,
                         "validation": study.best_value, "chosen": chosen}
     result["tuned"] = fit_and_score(data, test, {**defaults, **chosen})
     print(f"  tuned    {METRIC}={result['tuned'][METRIC]:.4f} ({len(study.trials)} trials, "
@@ -120,7 +122,7 @@ def cross_defaults(datasets, results: dict) -> dict:
         table[label] = {}
         for data in datasets:
             test = metrics.split_holdout(data.users, 0.2, 42)
-            table[label][data.name] = fit_and_score(data, None, test,
+            table[label][data.name] = fit_and_score(data, test,
                                                     {**defaults, **chosen})[METRIC]
     best_per_data = {d.name: max(table[c][d.name] for c in table) for d in datasets}
     relative = {c: float(np.mean([table[c][d] / best_per_data[d] for d in best_per_data]))
@@ -138,6 +140,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--trials", type=int, default=40)
     parser.add_argument("--tune_seconds", type=float, default=600.0)
     parser.add_argument("--max_epochs", type=int, default=25)
+    parser.add_argument("--folds", type=int, default=1, help="--tune_folds of the search.")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--skip_implicit", action="store_true")
     parser.add_argument("--no_cross", action="store_true")
