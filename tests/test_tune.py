@@ -28,7 +28,8 @@ def tune_argv(preproc, output, *extra):
 
 def test_search_writes_every_trial_and_beats_or_matches_the_current_flags(preproc, tmp_path):
     output = str(tmp_path / "out" / "tuning")
-    tune.main(tune_argv(preproc, output, "--tune_trials", "6", "--regularization", "2.5"))
+    tune.main(tune_argv(preproc, output, "--tune_trials", "6", "--regularization", "2.5",
+                        "--reg_scaling", "none", "--col_weights", "log"))
     best = json.load(open(os.path.join(output, "best.json")))
     assert best["n_trials"] == 6 and len(best["trials"]) == 6
     assert best["metric"] == "ndcg@10" and best["seconds"] > 0

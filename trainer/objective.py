@@ -48,7 +48,9 @@ def column_weights(counts: np.ndarray, scheme: str, factor: float, exponent: flo
 
 @dataclasses.dataclass(frozen=True)
 class Objective:
-    """The loss's settings (trainer flags of the same names)."""
+    """The loss's settings (trainer flags of the same names). The defaults here are what a model
+    trained before a setting existed used (model.json without the key); the trainer's flags carry
+    the current defaults."""
     regularization: float = 5.0
     unobserved_weight: float = 1.0
     reg_scaling: str = "none"
