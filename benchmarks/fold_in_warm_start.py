@@ -111,11 +111,18 @@ def warm_start_epochs(data, settings: dict) -> dict:
             curves[name].append(_score(solver.row_factors.numpy(), solver.col_factors.numpy(),
                                        train_pairs, test_pairs, data))
     target = curves["cold"][-1]
-    reached = next((e + 1 for e, v in enumerate(curves["warm"]) if v >= target), None)
-    print(f"  warm start: cold day-2 {METRIC} after {epochs} epochs {target:.4f}; warm reaches "
-          f"it at epoch {reached} (warm after 1 epoch {curves['warm'][0]:.4f}, cold after 1 "
-          f"{curves['cold'][0]:.4f})", flush=True)
-    return {"curves": curves, "cold_final": target, "warm_epochs_to_cold_final": reached,
+
+    def first_epoch(curve, level):
+        return next((e + 1 for e, v in enumerate(curve) if v >= level), None)
+    reached = {name: {"cold_final": first_epoch(curve, target),
+                      "99%_of_cold_final": first_epoch(curve, 0.99 * target)}
+               for name, curve in curves.items()}
+    print(f"  warm start: cold day-2 {METRIC} after {epochs} epochs {target:.4f}; epochs to reach "
+          f"it: warm {reached['warm']['cold_final']}; to reach 99% of it: warm "
+          f"{reached['warm']['99%_of_cold_final']}, cold {reached['cold']['99%_of_cold_final']} "
+          f"(curves: warm {[round(v, 4) for v in curves['warm']]}, cold "
+          f"{[round(v, 4) for v in curves['cold']]})", flush=True)
+    return {"curves": curves, "cold_final": target, "epochs_to_reach": reached,
             "epochs": epochs, "test_interactions": int(test.sum())}
 
 

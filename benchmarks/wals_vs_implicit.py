@@ -61,17 +61,13 @@ def default_args(**overrides) -> argparse.Namespace:
 
 
 def fit_ours(train, nusers, nitems, args, solver_name=None):
-    """Our trainer's solver with args' hyperparameters; solver_name overrides args.solver."""
+    """Our trainer's solver with args' hyperparameters (the trainer's own objective: targets,
+    weights, per-row λ); solver_name overrides args.solver."""
     users, items, ratings = train
-    counts = np.bincount(items, minlength=nitems)
-    weights = wals.column_weights(counts, args.col_weights, args.feature_wt_factor,
-                                  args.feature_wt_exp)[items]
+    settings = {**vars(args), "solver": solver_name or args.solver}
 
     def build():
-        return wals.WALS(users, items, ratings, nusers, nitems, args.n_embeds,
-                         args.regularization, args.unobserved_weight, weights, args.seed,
-                         max_rows=args.batch_size, max_entries=args.batch_entries,
-                         solver=solver_name or args.solver, cg_steps=args.cg_steps)
+        return wals.WALS.from_settings(users, items, ratings, nusers, nitems, settings)
 
     build().epoch()  # warm-up: traces the tf.functions (not counted, like implicit's JIT-free C)
     solver = build()
