@@ -9,7 +9,7 @@ import pytest
 
 from pipeline import run as driver
 from pipeline.cloud import vertex_tuning
-from trainer import search_space, task, tune
+from trainer import metrics, search_space, task, tune
 from trainer_fixtures import random_matrix, write_preproc
 
 NUSERS, NITEMS = 60, 25
@@ -46,6 +46,11 @@ def test_search_writes_every_trial_and_beats_or_matches_the_current_flags(prepro
         assert trial["params"]["n_embeds"] in (8, 16)
     assert best["chosen"]["epochs"] == best["trials"][best["best_trial"]]["epochs"]
     assert not [p for p in os.listdir(tmp_path / "out") if p.startswith("_tmp_tune_")]
+    # the train stage's eval holdout (--eval_fraction 0.2, same seed) is never searched
+    users = random_matrix(NUSERS, NITEMS, 0.25, seed=5)[0]
+    held = metrics.split_holdout(users, 0.2, 42)
+    assert best["input"]["interactions"] == users.size
+    assert best["input"]["searched_interactions"] == users.size - held.sum()
     with pytest.raises(SystemExit):  # an existing result is kept without --overwrite
         tune.main(tune_argv(preproc, output, "--tune_trials", "1"))
 

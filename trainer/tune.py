@@ -6,9 +6,10 @@
 Search: Optuna's TPE sampler (multivariate, seeded by --seed) over trainer/search_space.py, with
 Optuna's median pruner stopping hopeless trials after a few epochs. Trial 0 is always the
 current settings (the flags' values), so `best_value` can only match or beat them on this split.
-Each trial trains on a seeded holdout split (--tune_holdout of each user's interactions, like
-the trainer's --eval_fraction) or on each of --tune_folds folds (every interaction held out
-once), is scored after every epoch by the held-out --tune_metric at --top_k, and keeps its best
+The search never sees the interactions the train stage holds out for metrics.json
+(--eval_fraction, same seed), so those stay an honest test of the tuned model. On the rest, each
+trial trains on a seeded holdout split (--tune_holdout of each user's interactions) or on each of
+--tune_folds folds (every interaction held out once), is scored after every epoch by the held-out --tune_metric at --top_k, and keeps its best
 epoch count. It stops after --tune_trials trials or --tune_seconds, whichever comes first.
 
 best.json: {"chosen": flag values incl. epochs, "metric", "best_value", "default_value", "trials":
@@ -74,9 +75,10 @@ def validate_args(args: argparse.Namespace) -> None:
 def splits(users: np.ndarray, args: argparse.Namespace) -> list[np.ndarray]:
     """Held-out masks: one seeded holdout, or k folds (each user's interactions dealt round-robin
     in a seeded order; a user's first one always trains, so every user keeps some)."""
+    seed = args.seed + 1  # not the train stage's eval split (that one is left out already)
     if args.tune_folds == 1:
-        return [metrics.split_holdout(users, args.tune_holdout, args.seed)]
-    rng = np.random.default_rng(args.seed)
+        return [metrics.split_holdout(users, args.tune_holdout, seed)]
+    rng = np.random.default_rng(seed)
     order = np.lexsort((rng.random(users.size), users))
     rank = np.empty(users.size, np.int64)
     starts = np.concatenate([[0], np.cumsum(np.bincount(users))[:-1]])
@@ -102,9 +104,23 @@ def run(args: argparse.Namespace) -> dict:
         raise FileExistsError(f"{args.output_dir} already holds {BEST}; pass --overwrite to "
                               "tune again")
     matrix, metadata = wals_input.load_matrix(args.input_dir, args.batch_size)
-    study = search(matrix, args)
+    study = search(without_test_split(matrix, args), args)
     return _publish(args, study, f"{args.tune_metric}@{args.top_k}", matrix, metadata,
                     time.time() - started)
+
+
+def without_test_split(matrix: wals_input.Interactions,
+                       args: argparse.Namespace) -> wals_input.Interactions:
+    """The interactions left after the train stage's own --eval_fraction holdout (same seed, so
+    the same split): the search never sees what metrics.json is computed on, which keeps those
+    metrics an honest test of the tuned model."""
+    if not getattr(args, "eval_fraction", 0):
+        return matrix
+    keep = ~metrics.split_holdout(matrix.users, args.eval_fraction, args.seed)
+    LOG.info("tune: searching on %d of %d interactions (the train stage's --eval_fraction %g "
+             "holdout is left out)", int(keep.sum()), matrix.nnz, args.eval_fraction)
+    return wals_input.Interactions(matrix.users[keep], matrix.items[keep], matrix.ratings[keep],
+                                   matrix.nusers, matrix.nitems)
 
 
 def search(matrix: wals_input.Interactions, args: argparse.Namespace):
@@ -160,6 +176,7 @@ def search(matrix: wals_input.Interactions, args: argparse.Namespace):
     study = optuna.create_study(direction="maximize", sampler=sampler,
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=5,
                                                                    n_warmup_steps=3))
+    study.set_user_attr("searched_interactions", matrix.nnz)
     study.enqueue_trial(first)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -204,7 +221,8 @@ def _publish(args, study, metric: str, matrix, metadata: dict, seconds: float) -
               "max_epochs": args.tune_max_epochs, "eval_users": args.tune_eval_users,
               "search": f"optuna {optuna.__version__} TPE (multivariate) + median pruner",
               "input": {"preproc_run_id": metadata.get("run_id"), "nusers": matrix.nusers,
-                        "nitems": matrix.nitems, "interactions": matrix.nnz},
+                        "nitems": matrix.nitems, "interactions": matrix.nnz,
+                        "searched_interactions": study.user_attrs.get("searched_interactions")},
               "created": datetime.datetime.now(datetime.timezone.utc).isoformat()}
     parent = posixpath.dirname(args.output_dir.rstrip("/"))
     scratch = join(parent, f"_tmp_tune_{run_id[:12]}") if parent else f"_tmp_tune_{run_id[:12]}"
