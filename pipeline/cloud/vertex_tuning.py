@@ -41,6 +41,9 @@ def build_tuning_job_spec(tune_args: argparse.Namespace, *, image: str, machine_
     trial_args = argparse.Namespace(**vars(tune_args))
     trial_args.output_dir = join(tune_args.output_dir, "trials", TRIAL_PLACEHOLDER)
     trial_args.eval_fraction, trial_args.no_refit_full = tune_args.tune_holdout, True
+    # another split than the final model's metrics.json one (a trial sees all the data, so
+    # unlike the local search those metrics are not fully independent of it: docs/GCP.md)
+    trial_args.seed = tune_args.seed + 1
     trial_args.hypertune_metric = tune_args.tune_metric
     trial_args.tuning_file = trial_args.warm_start_from = None
     custom = vertex.build_custom_job_spec(trial_args, image=image, machine_type=machine_type,
