@@ -42,8 +42,11 @@ def plan_run(schedule_time: str, create_time: str, output_root: str, ga_table: s
                   "output_dir": output_dir, "overwrite": "true", "no_report": "true"}
     # --overwrite: a rerun of the day republishes preproc/ (a new run id), and the day's model
     # must then be trained again from it (without it the trainer refuses another preproc run)
+    # warm start from the previous day's model when there is one (the first night starts cold)
+    yesterday = f"{output_root.rstrip('/')}/{day - dt.timedelta(days=1):%Y%m%d}/model"
     trainer_args = [f"--input_dir={output_dir}/preproc", f"--output_dir={output_dir}/model",
-                    f"--top_k={top_k}", "--overwrite"] + list(trainer_flags)
+                    f"--top_k={top_k}", "--overwrite", f"--warm_start_from={yesterday}",
+                    "--warm_start_optional"] + list(trainer_flags)
     worker_pool_specs = [{"machine_spec": {"machine_type": trainer_machine_type}, "replica_count": 1,
                           "container_spec": {"image_uri": image,
                                              "command": ["python", "-m", "trainer.task"],

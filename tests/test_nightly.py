@@ -94,6 +94,10 @@ def test_training_runs_the_trainer_on_that_days_folder():
                                                  "gs://my-bucket/ga-wals/20260311/model")
     assert args.epochs == 20 and args.top_k == 12
     assert args.overwrite  # a rerun of the day retrains on the day's republished preproc/
+    # warm start from the day before's model, cold on the first night
+    assert args.warm_start_from == "gs://my-bucket/ga-wals/20260310/model"
+    assert args.warm_start_optional
+    args.warm_start_from = None  # its existence check would read gs:// (no network here)
     task.validate_args(args)
 
 

@@ -82,3 +82,13 @@ def test_warm_start_refuses_another_k_and_a_missing_model(tmp_path):
         task.run(train_args(preproc2, str(tmp_path / "m"), "--warm_start_from",
                             str(tmp_path / "nowhere")))
     assert not os.path.exists(tmp_path / "m" / "model.json")
+
+
+def test_optional_warm_start_starts_cold_when_there_is_no_model(tmp_path, caplog):
+    users, items, ratings = random_matrix(NUSERS, NITEMS, 0.35, seed=2)
+    preproc = write_preproc(str(tmp_path / "day1"), users, items, ratings, NUSERS, NITEMS)
+    task.run(train_args(preproc, str(tmp_path / "m"), "--n_embeds", str(K), "--epochs", "1",
+                        "--eval_fraction", "0", "--warm_start_from", str(tmp_path / "none"),
+                        "--warm_start_optional"))
+    info = json.load(open(tmp_path / "m" / "model.json"))
+    assert info["warm_start"] is None and "starting cold" in caplog.text

@@ -111,6 +111,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                        help="Report this held-out metric at --top_k to Vertex AI hyperparameter "
                             "tuning (cloudml-hypertune, tag <metric>_at_<k>); set by the tune "
                             "stage's Vertex AI job.")
+    group.add_argument("--warm_start_optional", action="store_true",
+                       help="With --warm_start_from: start cold, with a warning, when that folder "
+                            "holds no model (e.g. the first night of a schedule).")
     group.add_argument("--tuning_file", default=None, metavar="BEST_JSON",
                        help="Hyperparameters chosen by the tune stage (tuning/best.json); flags "
                             "given explicitly win. pipeline.run uses OUTPUT/tuning/best.json "
@@ -152,8 +155,12 @@ def validate_args(args: argparse.Namespace) -> None:
     if getattr(args, "target_cap", None) is not None:
         cli.check_range(args, "target_cap", 0, low_open=True)
     if getattr(args, "warm_start_from", None) and not exists(join(args.warm_start_from, "model.json")):
-        raise ValueError(f"--warm_start_from {args.warm_start_from}: no model.json there "
-                         "(not a trained model dir)")
+        if not getattr(args, "warm_start_optional", False):
+            raise ValueError(f"--warm_start_from {args.warm_start_from}: no model.json there "
+                             "(not a trained model dir)")
+        LOG.warning("train: no model in %s to warm start from (--warm_start_optional): "
+                    "starting cold", args.warm_start_from)
+        args.warm_start_from = None
     if getattr(args, "trainer", "local") == "local":  # a Vertex AI machine is sized elsewhere
         check_memory(args, nrows=0)
 
