@@ -6,9 +6,10 @@ trained, without retraining (trainer/fold_in.py solves their factors, item facto
 
 TODAY/preproc is a preprocess run over recent sessions (any window; its vocabularies may differ
 from the model's). Ids are matched by their original strings. A visitor is folded in when the
-model has never seen them, or when their set of items the model knows differs from what the model
-trained on (model/trained_items.npz); everyone else already has up-to-date recommendations in the
-nightly batch_pred-*. Items the model does not know are ignored (and counted). Output: batch_pred-*
+model has never seen them, or when today has an item of theirs (one the model knows) that the model
+was not trained on (model/trained_items.npz); everyone else already has up-to-date
+recommendations in the nightly batch_pred-*. A returning visitor is solved on their trained items
+plus today's, so a short recent window does not erase their history. Items the model does not know are ignored (and counted). Output: batch_pred-*
 lines (visitorId<TAB>contentId1,...) for the folded-in visitors only, excluding everything they
 have (today's items and the trained ones), published whole with a manifest like predictions/.
 """
@@ -28,7 +29,7 @@ from pipeline import cli
 from pipeline.artifacts import VOCAB_ITEMS, VOCAB_USERS, join, read_json, read_vocabulary, vocab_path
 from trainer import input as wals_input
 from trainer import warm_start
-from trainer.fold_in import fold_in_factors, load_trained_pairs
+from trainer.fold_in import fold_in_factors, load_trained_entries
 from trainer.objective import Objective
 
 log = logging.getLogger(__name__)
@@ -40,42 +41,37 @@ def _positions(ids: list[str], vocabulary: list[str]) -> np.ndarray:
     return np.fromiter((where.get(value, -1) for value in ids), np.int64, len(ids))
 
 
-def changed_visitors(today_users: np.ndarray, today_items: np.ndarray, n_today: int,
-                     model_user: np.ndarray, trained: tuple[np.ndarray, np.ndarray] | None,
-                     nitems: int) -> np.ndarray:
-    """bool [n_today]: new to the model, or their known-item set differs from the trained one.
-    Exact: a visitor changed iff the symmetric difference of the two (visitor, item) sets
-    holds one of their pairs."""
-    changed = model_user < 0
+def to_fold_in(users: np.ndarray, items: np.ndarray, ratings: np.ndarray, n_today: int,
+               model_user: np.ndarray, trained: tuple | None, nitems: int):
+    """Who to fold in, and on what: (folded visitors [today ids], their rows' (row, item,
+    rating) entries). A visitor is folded in when new to the model or when today has a
+    (visitor, item) pair the model was not trained on; a returning visitor is solved on the union
+    of their trained and today's entries (today's rating wins where both have the item), so a
+    short recent window does not erase their history. Without trained_items.npz (older models)
+    every visitor counts as changed and is solved on today's entries."""
+    today_codes = users * nitems + items
     if trained is None:
-        return np.ones(n_today, bool)
-    to_today = np.full(int(model_user.max(initial=-1)) + 1 if len(model_user) else 0, -1, np.int64)
-    to_today[model_user[model_user >= 0]] = np.flatnonzero(model_user >= 0)
-    users, items = trained
-    in_window = users < len(to_today)
-    users, items = to_today[users[in_window]], items[in_window]
-    keep = users >= 0                               # trained visitors absent today: not ours
-    codes_before = np.unique(users[keep] * nitems + items[keep])
-    codes_today = np.unique(today_users * nitems + today_items)
-    differing = np.setxor1d(codes_before, codes_today, assume_unique=True) // nitems
-    changed[differing] = True
-    return changed
-
-
-def _already_have(rows: np.ndarray, items: np.ndarray, n_rows: int, nitems: int,
-                  trained: tuple[np.ndarray, np.ndarray] | None,
-                  model_user_of_row: np.ndarray) -> art.SeenMatrix:
-    """Items each folded-in row already has: today's known ones and those it was trained on."""
-    if trained is not None:
-        row_of_model = np.full(int(trained[0].max(initial=-1)) + 1, -1, np.int64)
-        in_model = model_user_of_row >= 0
-        row_of_model[model_user_of_row[in_model]] = np.flatnonzero(in_model)
-        trained_rows = row_of_model[trained[0]]
-        rows = np.concatenate([rows, trained_rows[trained_rows >= 0]])
-        items = np.concatenate([items, trained[1][trained_rows >= 0]])
-    codes = np.unique(rows * nitems + items)
-    indptr = np.concatenate([[0], np.cumsum(np.bincount(codes // nitems, minlength=n_rows))])
-    return art.SeenMatrix(indptr.astype(np.int64), codes % nitems, nitems)
+        folded = np.arange(n_today)
+        union = (users, items, ratings)
+    else:
+        to_today = np.full(max(int(model_user.max(initial=-1)) + 1, 1), -1, np.int64)
+        to_today[model_user[model_user >= 0]] = np.flatnonzero(model_user >= 0)
+        t_users, t_items, t_ratings = trained
+        t_users = np.where(t_users < len(to_today), to_today[np.minimum(t_users, len(to_today) - 1)], -1)
+        here = t_users >= 0                           # trained visitors absent today: not ours
+        t_codes = t_users[here] * nitems + t_items[here]
+        new_pair = ~np.isin(today_codes, t_codes)
+        changed = model_user < 0
+        changed[users[new_pair]] = True
+        folded = np.flatnonzero(changed)
+        codes = np.concatenate([today_codes, t_codes])  # today first: its rating wins
+        all_ratings = np.concatenate([ratings, t_ratings[here]])
+        codes, first = np.unique(codes, return_index=True)
+        union = (codes // nitems, codes % nitems, all_ratings[first])
+    row_of = np.full(n_today, -1, np.int64)
+    row_of[folded] = np.arange(len(folded))
+    mine = row_of[union[0]] >= 0
+    return folded, (row_of[union[0][mine]], union[1][mine], union[2][mine])
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -92,19 +88,18 @@ def run(args: argparse.Namespace) -> dict:
     known = item_position[matrix.items] >= 0
     users, items, ratings = matrix.users[known], item_position[matrix.items[known]], matrix.ratings[known]
     model_user = _positions(today_users, model_users)
-    trained = load_trained_pairs(args.model_dir)
-    changed = changed_visitors(users, items, matrix.nusers, model_user, trained, len(model_items))
-    folded = np.flatnonzero(changed)
-    row_of = np.full(matrix.nusers, -1, np.int64)
-    row_of[folded] = np.arange(len(folded))
-    mine = row_of[users] >= 0
-    item_counts = (np.bincount(trained[1], minlength=len(model_items)) if trained is not None
-                   else np.bincount(items, minlength=len(model_items)))
-    factors = fold_in_factors(col_factors, row_of[users[mine]], items[mine], ratings[mine],
-                              len(folded), Objective.from_settings(model.get("hyperparameters", {})),
+    trained = load_trained_entries(args.model_dir, float(model.get("fold_in_rating", 1.0)))
+    folded, (rows, row_items, row_ratings) = to_fold_in(users, items, ratings, matrix.nusers,
+                                                        model_user, trained, len(model_items))
+    item_counts = np.bincount(trained[1] if trained is not None else items,
+                              minlength=len(model_items))
+    factors = fold_in_factors(col_factors, rows, row_items, row_ratings, len(folded),
+                              Objective.from_settings(model.get("hyperparameters", {})),
                               item_counts)
-    seen = _already_have(row_of[users[mine]], items[mine], len(folded), len(model_items),
-                         trained, model_user[folded])
+    codes = np.unique(rows * len(model_items) + row_items)   # everything they have: excluded
+    seen = art.SeenMatrix(np.concatenate([[0], np.cumsum(np.bincount(
+        codes // len(model_items), minlength=len(folded)))]).astype(np.int64),
+        codes % len(model_items), len(model_items))
     left_out = filters.filtered_items(args, model_items)
     staging = out.Staging(args.output_dir, args.overwrite)
     try:

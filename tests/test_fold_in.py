@@ -119,11 +119,15 @@ def test_batch_fold_in_covers_exactly_new_and_changed_visitors(tmp_path):
     day2 = {"visitor0": [(f"item{j}", r) for j, r in zip(items[users == 0], ratings[users == 0])],
             "visitor1": [(f"item{j}", r) for j, r in zip(items[users == 1], ratings[users == 1])],
             "visitor2": [(f"item{j}", r) for j, r in zip(items[users == 2], ratings[users == 2])],
+            "visitor3": [(f"item{items[users == 3][0]}", 0.8)],   # a short window, one new item
+            "visitor4": [(f"item{items[users == 4][0]}", 0.8)],   # a short window, nothing new
             "newcomer": [("item3", 0.5), ("item8", 0.2)],
             "stranger": [("brand-new-item", 0.7)]}
     extra = next(j for j in range(NITEMS) if j not in set(items[users == 1]))
     day2["visitor1"].append((f"item{extra}", 0.9))
     day2["visitor2"].append(("brand-new-item", 0.4))
+    new_for_3 = next(j for j in range(NITEMS) if j not in set(items[users == 3]))
+    day2["visitor3"].append((f"item{new_for_3}", 0.6))
     vocab_users = sorted(day2, reverse=True)
     vocab_items = ["brand-new-item"] + [f"item{j}" for j in reversed(range(NITEMS))]
     rows = [(vocab_users.index(v), vocab_items.index(i), r) for v, pairs in day2.items()
@@ -135,19 +139,35 @@ def test_batch_fold_in_covers_exactly_new_and_changed_visitors(tmp_path):
     assert batch_fold_in.main(["--model_dir", model, "--preproc_dir", preproc2,
                                "--output_dir", out_dir, "--top_k", "4"]) == 0
     manifest = json.load(open(os.path.join(out_dir, "manifest.json")))
-    assert manifest["fold_in"] == {"visitors": 5, "new": 2, "changed": 1, "unchanged": 2,
-                                   "folded_in": 3, "interactions": len(rows),
+    assert manifest["fold_in"] == {"visitors": 7, "new": 2, "changed": 2, "unchanged": 3,
+                                   "folded_in": 4, "interactions": len(rows),
                                    "on_unknown_items": 2}
     lines = read_lines(out_dir)
-    assert set(lines) == {"visitor1", "newcomer", "stranger"}
+    assert set(lines) == {"visitor1", "visitor3", "newcomer", "stranger"}
     counts = np.bincount(items, minlength=NITEMS)
     popular = sorted(range(NITEMS), key=lambda j: (-counts[j], j))[:4]
     assert lines["stranger"] == [f"item{j}" for j in popular]       # nothing known: popularity
-    for visitor in ("visitor1", "newcomer"):
-        given = [int(i[4:]) for i, _ in day2[visitor]]
-        u, v, _ = dense_fold_in(model, given, [r for _, r in day2[visitor]], counts)
+    for visitor in ("visitor1", "visitor3", "newcomer"):
+        # solved on what the model trained them on plus today's items (today's rating wins)
+        entries = {}
+        if visitor.startswith("visitor"):
+            mine = users == int(visitor[7:])
+            entries = {int(j): float(r) for j, r in zip(items[mine], ratings[mine])}
+        entries.update({int(i[4:]): float(r) for i, r in day2[visitor]})
+        given = sorted(entries)
+        u, v, _ = dense_fold_in(model, given, [entries[j] for j in given], counts)
         want, _ = top_k(v @ u, given, 4)
         assert lines[visitor] == [f"item{j}" for j in want], visitor
+
+
+def test_batch_fold_in_with_nobody_new_publishes_an_empty_result(tmp_path):
+    model, _, (users, items, ratings) = trained_model(tmp_path, OBJECTIVES["default"])
+    out_dir = str(tmp_path / "fold_in")
+    assert batch_fold_in.main(["--model_dir", model, "--preproc_dir", str(tmp_path / "preproc"),
+                               "--output_dir", out_dir]) == 0
+    manifest = json.load(open(os.path.join(out_dir, "manifest.json")))
+    assert manifest["fold_in"]["folded_in"] == 0 and manifest["fold_in"]["unchanged"] == NUSERS
+    assert read_lines(out_dir) == {}
 
 
 def test_batch_fold_in_refuses_a_folder_that_is_not_a_model(tmp_path):

@@ -20,27 +20,33 @@ from trainer.objective import Objective
 TRAINED_ITEMS = "trained_items.npz"  # in the model dir: which items each user was trained on
 
 
-def save_trained_items(model_dir: str, users: np.ndarray, items: np.ndarray, nusers: int) -> None:
-    """CSR (indptr, indices) of the served factors' training entries, for batch fold-in to tell
-    which visitors changed since."""
+def save_trained_items(model_dir: str, users: np.ndarray, items: np.ndarray,
+                       ratings: np.ndarray, nusers: int) -> None:
+    """CSR (indptr, indices, stored ratings) of the served factors' training entries: batch
+    fold-in tells from it which visitors have new items, and solves on old + new ones."""
     order = np.lexsort((items, users))
     indptr = np.concatenate([[0], np.cumsum(np.bincount(users, minlength=nusers))])
     buffer = io.BytesIO()
     np.savez_compressed(buffer, indptr=indptr.astype(np.int64),
-                        indices=items[order].astype(np.int32))
+                        indices=items[order].astype(np.int32),
+                        ratings=ratings[order].astype(np.float32))
     with tf.io.gfile.GFile(join(model_dir, TRAINED_ITEMS), "wb") as f:
         f.write(buffer.getvalue())
 
 
-def load_trained_pairs(model_dir: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """(user, item) of every training entry, or None for models written before the file."""
+def load_trained_entries(model_dir: str, default_rating: float
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(user, item, stored rating) of every training entry, or None for models written before
+    the file (`default_rating` for files written before ratings were kept)."""
     path = join(model_dir, TRAINED_ITEMS)
     if not exists(path):
         return None
     with tf.io.gfile.GFile(path, "rb") as f:
         saved = np.load(io.BytesIO(f.read()), allow_pickle=False)
-        indptr, indices = saved["indptr"], saved["indices"]
-    return np.repeat(np.arange(len(indptr) - 1), np.diff(indptr)), indices.astype(np.int64)
+        indptr, indices = saved["indptr"], saved["indices"].astype(np.int64)
+        ratings = (saved["ratings"] if "ratings" in saved.files
+                   else np.full(indices.size, default_rating, np.float32))
+    return np.repeat(np.arange(len(indptr) - 1), np.diff(indptr)), indices, ratings
 
 
 def fold_in_factors(col_factors: np.ndarray, rows: np.ndarray, items: np.ndarray,

@@ -255,7 +255,7 @@ def _run(args: argparse.Namespace, start: float) -> dict:
     warm_start.save_vocabularies(args.input_dir, metadata, model_dir)
     served_entries = np.ones(matrix.nnz, bool) if served == "full" else ~held
     save_trained_items(model_dir, matrix.users[served_entries], matrix.items[served_entries],
-                       matrix.nusers)
+                       matrix.ratings[served_entries], matrix.nusers)
     model = {"n_embeds": args.n_embeds, "nusers": matrix.nusers, "nitems": matrix.nitems,
              "preproc_dir": preproc_dir, "preproc_run_id": metadata.get("run_id"),
              "hyperparameters": hyperparameters(args),

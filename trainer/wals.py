@@ -256,6 +256,8 @@ def solve_side(fixed: tf.Tensor, side: SideBatches, regularization: float,
             short=cols.shape[1] < SHORT_ROW_FRACTION * k)
         solved.append(solution)
         observed.append(loss)
+    if not solved:  # a side without rows (e.g. nobody to fold in)
+        return tf.zeros([0, k], fixed.dtype), tf.constant(0.0, fixed.dtype)
     rotated_rows = tf.gather(tf.concat(solved, axis=0), side.positions)
     return tf.matmul(rotated_rows, white.basis, transpose_b=True), tf.add_n(observed)  # u = Q·(uQ)
 
