@@ -92,3 +92,16 @@ def test_optional_warm_start_starts_cold_when_there_is_no_model(tmp_path, caplog
                         "--warm_start_optional"))
     info = json.load(open(tmp_path / "m" / "model.json"))
     assert info["warm_start"] is None and "starting cold" in caplog.text
+
+
+def test_the_eval_phase_starts_cold_so_metrics_stay_honest(tmp_path):
+    model1, (users, items, ratings) = day_one(tmp_path)
+    preproc2, _, _ = day_two(tmp_path, users, items, ratings)
+    found = {}
+    for name, extra in (("cold", []), ("warm", ["--warm_start_from", model1])):
+        task.run(train_args(preproc2, str(tmp_path / name), "--n_embeds", str(K), "--epochs", "1",
+                            "--eval_fraction", "0.3", *extra))
+        found[name] = (json.load(open(tmp_path / name / "metrics.json"))["wals"],
+                       np.load(tmp_path / name / "col_factors.npy"))
+    assert found["warm"][0] == found["cold"][0]                   # same eval-phase metrics
+    assert not np.allclose(found["warm"][1], found["cold"][1])    # the served factors differ

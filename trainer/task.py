@@ -44,8 +44,8 @@ from tensorflow.core.framework import summary_pb2
 from tensorflow.python.framework import config as tf_config
 
 from pipeline import cli, faults, publish
-from pipeline.artifacts import (VOCAB_ITEMS, VOCAB_USERS, absolute, exists, join, read_vocabulary,
-                                vocab_path, write_json, write_npy)
+from pipeline.artifacts import (VOCAB_ITEMS, VOCAB_USERS, absolute, exists, join, read_json,
+                                read_vocabulary, vocab_path, write_json, write_npy)
 from trainer import input as wals_input
 from trainer import metrics, objective, wals, warm_start
 from trainer.fold_in import save_trained_items
@@ -105,7 +105,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                             "default retrains with the same settings and seed).")
     group.add_argument("--warm_start_from", default=None, metavar="MODEL_DIR",
                        help="Start from a previous model's factors, matched by original ids "
-                            "through both runs' vocabularies; new users and items start as usual.")
+                            "through both runs' vocabularies; new users and items start as usual. "
+                            "The full phase only: the eval phase (metrics.json) starts cold, since "
+                            "the previous model saw what it holds out.")
     group.add_argument("--hypertune_metric", choices=("ndcg", "map", "recall", "precision"),
                        default=None,
                        help="Report this held-out metric at --top_k to Vertex AI hyperparameter "
@@ -161,6 +163,16 @@ def validate_args(args: argparse.Namespace) -> None:
         LOG.warning("train: no model in %s to warm start from (--warm_start_optional): "
                     "starting cold", args.warm_start_from)
         args.warm_start_from = None
+    if getattr(args, "warm_start_from", None):
+        previous_k = read_json(join(args.warm_start_from, "model.json")).get("n_embeds")
+        if previous_k not in (None, args.n_embeds):
+            if not getattr(args, "warm_start_optional", False):
+                raise ValueError(f"--warm_start_from {args.warm_start_from} has k={previous_k} "
+                                 f"factors, this run --n_embeds {args.n_embeds}: warm start "
+                                 "needs the same k")
+            LOG.warning("train: %s has k=%s, this run k=%d (--warm_start_optional): starting "
+                        "cold", args.warm_start_from, previous_k, args.n_embeds)
+            args.warm_start_from = None
     if getattr(args, "trainer", "local") == "local":  # a Vertex AI machine is sized elsewhere
         check_memory(args, nrows=0)
 
@@ -223,6 +235,8 @@ def _run(args: argparse.Namespace, start: float) -> dict:
     if model_dir == published_dir:
         return finished_summary(published_dir, start)
 
+    # Warm start serves the full phase only: the previous model was trained on interactions the
+    # eval phase holds out, so a warm eval phase would report optimistic metrics.
     initial, warm = None, None
     if args.warm_start_from:
         initial, warm = warm_start.initial_factors(
@@ -238,7 +252,7 @@ def _run(args: argparse.Namespace, start: float) -> dict:
             test, matrix.nusers, matrix.nitems, args.top_k,
             max_users=PER_EPOCH_EVAL_USERS)[f"ndcg@{args.top_k}"]
         phases["eval"], (row_factors, col_factors) = train_phase(
-            "eval", matrix, train, args, model_dir, resuming, monitor, initial)
+            "eval", matrix, train, args, model_dir, resuming, monitor)  # cold: see below
         summary_metrics = evaluate_model(row_factors, col_factors, matrix, held, args.top_k)
         summary_metrics["model"] = ("eval phase: trained on the interactions left after "
                                     "holding out the test share")
