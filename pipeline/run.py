@@ -227,7 +227,12 @@ def check_flags(args: argparse.Namespace) -> None:
         if validate is None:
             continue
         try:
-            validate(stage_args(stage, args))
+            ns = stage_args(stage, args)
+            tuned = tuning_result(ns, args.output_dir) if stage == "train" else None
+            if tuned and ("tune" not in args.stages or getattr(ns, "tuning_file", None)):
+                from trainer.tune import apply_tuning  # the values train will run with
+                apply_tuning(ns, getattr(args, "explicit_flags", set()), tuned)
+            validate(ns)
         except (ValueError, FileNotFoundError) as exc:
             raise UsageError(str(exc)) from None
 

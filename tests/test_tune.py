@@ -162,3 +162,45 @@ def test_best_json_from_a_finished_vertex_job(tmp_path):
     best = vertex_tuning.best_from_job(job, args, 100.0)
     assert best["chosen"] == {"n_embeds": 128, "reg_scaling": "none", "epochs": 20}
     assert best["best_value"] == 0.35 and best["best_trial"] == 2 and best["n_trials"] == 3
+
+
+@pytest.mark.parametrize("chosen, message", [
+    ({"regularization": -1.0}, "--regularization must be in"),
+    ({"n_embeds": "eight"}, "n_embeds='eight' is not a valid --n_embeds"),
+    ({"reg_scaling": "sometimes"}, "is not one of"),
+    ({"nepochs": 3}, "are not tuned trainer flags"),
+    (None, "not a tune result"),
+])
+def test_a_bad_best_json_is_a_usage_error_before_any_stage_runs(preproc, tmp_path, chosen,
+                                                                 message, caplog):
+    out = str(tmp_path / "out")
+    os.makedirs(os.path.join(out, "tuning"))
+    with open(os.path.join(out, "tuning", "best.json"), "w") as f:
+        json.dump({"chosen": chosen} if chosen is not None else ["not", "a", "dict"], f)
+    metadata = os.path.join(out, "preproc", "metadata.json")
+    before = os.path.getmtime(metadata)
+    assert driver.main(["--output_dir", out, "--stages", "preprocess,train", "--overwrite",
+                        "--no_report"]) == 2
+    assert message in caplog.text
+    assert os.path.getmtime(metadata) == before  # preprocess never ran
+
+
+def test_best_json_values_are_converted_and_dependents_of_an_explicit_parent_are_kept(tmp_path):
+    path = tmp_path / "best.json"
+    path.write_text(json.dumps({"chosen": {"n_embeds": 16.0, "reg_scaling": "frequency",
+                                           "regularization": 0.004, "unobserved_weight": 0.1,
+                                           "epochs": 3}}))
+    args = task.build_parser().parse_args(["--input_dir", "p", "--output_dir", "m",
+                                           "--reg_scaling", "none", "--regularization", "7"])
+    applied = tune.apply_tuning(args, {"input_dir", "output_dir", "reg_scaling"}, str(path))
+    assert args.n_embeds == 16 and isinstance(args.n_embeds, int)
+    assert args.reg_scaling == "none" and args.regularization == 7.0  # λ was tuned for frequency
+    assert args.unobserved_weight == 0.1 and args.epochs == 3
+    assert "regularization" not in applied
+
+
+def test_n_embeds_above_the_tuning_cap_is_refused(preproc, tmp_path):
+    args = tune.build_parser().parse_args(tune_argv(preproc, str(tmp_path / "t"),
+                                                    "--n_embeds", "64"))
+    with pytest.raises(ValueError, match="above --tune_max_k"):
+        tune.validate_args(args)

@@ -61,8 +61,10 @@ def suggest(trial, space=SPACE, max_k: int | None = None, current: dict | None =
         if param.choices is not None:
             choices = [c for c in param.choices
                        if param.name != "n_embeds" or max_k is None or c <= max_k]
-            if current and current.get(param.name) is not None and current[param.name] not in choices:
-                choices.append(current[param.name])
+            value = (current or {}).get(param.name)
+            if value is not None and value not in choices and (
+                    param.name != "n_embeds" or max_k is None or value <= max_k):
+                choices.append(value)
             values[param.name] = trial.suggest_categorical(param.name, choices)
         else:
             values[param.name] = trial.suggest_float(param.name, param.low, param.high,

@@ -40,6 +40,7 @@ from trainer import metrics, search_space, task, wals
 LOG = logging.getLogger(__name__)
 BEST = "best.json"
 METRICS = ("ndcg", "map", "recall", "precision")
+MAX_FOLDS = 10  # beyond, most users have too few interactions to appear in every fold
 TUNED_FLAGS = tuple(sorted({p.name for p in search_space.SPACE} | {"epochs"}))
 
 
@@ -65,8 +66,11 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 
 def validate_args(args: argparse.Namespace) -> None:
-    for name in ("tune_trials", "tune_folds", "tune_max_epochs", "tune_max_k", "tune_eval_users"):
+    for name in ("tune_trials", "tune_max_epochs", "tune_max_k", "tune_eval_users"):
         cli.check_range(args, name, 1)
+    cli.check_range(args, "tune_folds", 1, MAX_FOLDS)
+    if args.n_embeds > args.tune_max_k:  # trial 0 is the flags as given
+        raise ValueError(f"--n_embeds {args.n_embeds} is above --tune_max_k {args.tune_max_k}")
     cli.check_range(args, "tune_seconds", 0)
     cli.check_range(args, "tune_holdout", 0, 1, low_open=True, high_open=True)
     task.validate_args(args)
@@ -141,8 +145,11 @@ def search(matrix: wals_input.Interactions, args: argparse.Namespace):
         settings = {**vars(args), **values}
         if settings.get("rating_target") != "rating":
             settings["target_cap"] = None
-        curves = []
+        curves, weights = [], []
         for fold, held in enumerate(held_masks):
+            evaluated = np.unique(matrix.users[held]).size
+            if evaluated == 0:  # a fold nobody has an interaction in says nothing
+                continue
             train = ~held
             test = (matrix.users[held], matrix.items[held])
             solver = wals.WALS.from_settings(matrix.users[train], matrix.items[train],
@@ -161,7 +168,8 @@ def search(matrix: wals_input.Interactions, args: argparse.Namespace):
                         trial.set_user_attr("curve", curve)
                         raise optuna.TrialPruned()
             curves.append(curve)
-        mean_curve = np.mean(curves, axis=0)
+            weights.append(min(evaluated, args.tune_eval_users))
+        mean_curve = np.average(curves, axis=0, weights=weights)  # per evaluated user
         best_epoch = int(np.argmax(mean_curve))
         trial.set_user_attr("epochs", best_epoch + 1)
         trial.set_user_attr("curve", [round(float(x), 6) for x in mean_curve])
@@ -238,19 +246,64 @@ def _publish(args, study, metric: str, matrix, metadata: dict, seconds: float) -
             "n_trials": len(trials), "seconds": round(seconds, 3)}
 
 
+def read_chosen(path: str) -> dict:
+    """best.json's "chosen" values, each checked and converted by the trainer flag's own type
+    and choices (a hand-edited or foreign file fails here, naming the value)."""
+    data = read_json(path, missing=lambda p: ValueError(f"--tuning_file {p}: no such file"))
+    chosen = data.get("chosen") if isinstance(data, dict) else None
+    if not isinstance(chosen, dict):
+        raise ValueError(f"{path}: not a tune result (no \"chosen\" object)")
+    unknown = sorted(set(chosen) - set(TUNED_FLAGS))
+    if unknown:
+        raise ValueError(f"{path}: {unknown} are not tuned trainer flags ({', '.join(TUNED_FLAGS)})")
+    actions = {a.dest: a for a in task.build_parser()._actions}
+    values = {}
+    for name, value in chosen.items():
+        action = actions[name]
+        if value is None and action.default is None:
+            values[name] = None
+            continue
+        if action.type is int and isinstance(value, float) and value.is_integer():
+            value = int(value)
+        try:
+            values[name] = action.type(str(value)) if action.type else str(value)
+        except (ValueError, argparse.ArgumentTypeError):
+            raise ValueError(f"{path}: {name}={value!r} is not a valid --{name}") from None
+        if action.choices and values[name] not in action.choices:
+            raise ValueError(f"{path}: {name}={value!r} is not one of {list(action.choices)}")
+    return values
+
+
 def apply_tuning(args: argparse.Namespace, explicit: set[str], path: str) -> dict:
     """Sets every tuned flag from best.json's "chosen" unless given explicitly; returns what
-    it set. Flags the file has no value for keep theirs."""
-    chosen = read_json(path, missing=lambda p: ValueError(f"--tuning_file {p}: no such file"))
-    applied = {name: value for name, value in chosen.get("chosen", {}).items()
-               if name in TUNED_FLAGS and name not in explicit}
+    it set. A parameter that only means something under its parent's tuned value (λ's range per
+    --reg_scaling, the exponent of --col_weights log, ...) is not applied when that parent flag is
+    given explicitly with another value."""
+    chosen = read_chosen(path)
+    overridden = {name for name in explicit & set(chosen) if getattr(args, name) != chosen[name]}
+    dependent = {p.name for p in search_space.SPACE
+                 if p.when is not None and p.when[0] in overridden
+                 and chosen.get(p.when[0]) == p.when[1]}
+    applied = {name: value for name, value in chosen.items()
+               if name not in explicit and name not in dependent}
     for name, value in applied.items():
         setattr(args, name, value)
     args.tuning_file = path
-    LOG.info("train: hyperparameters from %s: %s%s", path, applied,
-             f" (explicit flags kept: {sorted(explicit & set(chosen.get('chosen', {})))})"
-             if explicit & set(chosen.get("chosen", {})) else "")
+    LOG.info("train: hyperparameters from %s: %s%s%s", path, applied,
+             f"; explicit flags kept: {sorted(explicit & set(chosen))}" if explicit & set(chosen) else "",
+             f"; not applied, tuned for another {sorted(overridden)}: {sorted(dependent)}"
+             if dependent else "")
+    _warn_if_stale(path, getattr(args, "input_dir", None))
     return applied
+
+
+def _warn_if_stale(path: str, preproc_dir: str | None) -> None:
+    tuned_on = (read_json(path).get("input") or {}).get("preproc_run_id")
+    metadata = join(preproc_dir, "metadata.json") if preproc_dir else None
+    current = read_json(metadata).get("run_id") if metadata and exists(metadata) else None
+    if tuned_on and current and tuned_on != current:
+        LOG.warning("train: %s was tuned on another preprocess run (%s) than %s (%s); rerun the "
+                    "tune stage if the data changed much", path, tuned_on, preproc_dir, current)
 
 
 def report_hypertune(args: argparse.Namespace, summary_metrics: dict) -> None:
