@@ -204,3 +204,18 @@ def test_n_embeds_above_the_tuning_cap_is_refused(preproc, tmp_path):
                                                     "--n_embeds", "64"))
     with pytest.raises(ValueError, match="above --tune_max_k"):
         tune.validate_args(args)
+
+
+def test_vertex_space_follows_the_tune_caps_and_same_name_children_have_disjoint_parents():
+    parameters = search_space.vertex_parameters(max_k=64, max_epochs=12)
+    by_id = {p["parameter_id"]: p for p in parameters}
+    assert by_id["n_embeds"]["categorical_value_spec"]["values"] == ["16", "32", "64"]
+    assert by_id["epochs"]["integer_value_spec"] == {"min_value": 3, "max_value": 12}
+    for parent in parameters:
+        seen = {}
+        for child in parent.get("conditional_parameter_specs", []):
+            name = child["parameter_spec"]["parameter_id"]
+            values = set(child["parent_categorical_values"]["values"])
+            assert not values & seen.get(name, set())
+            seen[name] = seen.get(name, set()) | values
+    assert len({p["parameter_id"] for p in parameters}) == len(parameters)  # top level unique

@@ -87,9 +87,15 @@ def _vertex_spec(param: Param) -> dict:
     return spec
 
 
-def vertex_parameters(space=SPACE) -> list[dict]:
+def vertex_parameters(space=SPACE, max_k: int | None = None, max_epochs: int | None = None
+                      ) -> list[dict]:
     """StudySpec.parameters (Vertex AI API field names): children nest under their parent's
-    conditional_parameter_specs (one child per parent value, so the two λ ranges can share a name)."""
+    conditional_parameter_specs. The two λ ranges share the name `regularization` under disjoint
+    parent values, which the API reference allows for conditional specs ("If two items in
+    conditional_parameter_specs have the same name, they must have disjoint
+    parent_value_condition"); never checked against the live service (docs/GCP.md)."""
+    space = [dataclasses.replace(p, choices=tuple(c for c in p.choices if c <= max_k))
+             if p.name == "n_embeds" and max_k else p for p in space]
     roots = {p.name: _vertex_spec(p) for p in space if p.when is None}
     for param in space:
         if param.when is not None:
@@ -97,4 +103,5 @@ def vertex_parameters(space=SPACE) -> list[dict]:
             roots[parent].setdefault("conditional_parameter_specs", []).append(
                 {"parent_categorical_values": {"values": [value]},
                  "parameter_spec": _vertex_spec(param)})
-    return [*roots.values(), _vertex_spec(EPOCHS)]
+    epochs = dataclasses.replace(EPOCHS, high=max(max_epochs, EPOCHS.low)) if max_epochs else EPOCHS
+    return [*roots.values(), _vertex_spec(epochs)]

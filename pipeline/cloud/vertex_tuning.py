@@ -25,6 +25,8 @@ from pipeline.artifacts import join
 log = logging.getLogger(__name__)
 
 TRIAL_PLACEHOLDER = "{trial}"  # the trainer replaces it with CLOUD_ML_TRIAL_ID
+# local-search flags a Vertex AI job has no use for (warned about when set), with their defaults
+IGNORED_ON_VERTEX = {"tune_folds": 1, "tune_seconds": 0.0, "tune_eval_users": 5000}
 TERMINAL = ("JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED")
 
 
@@ -58,7 +60,8 @@ def build_tuning_job_spec(tune_args: argparse.Namespace, *, image: str, machine_
         "max_failed_trial_count": max(1, tune_args.tune_trials // 4),
         "study_spec": {
             "metrics": [{"metric_id": metric_id(tune_args), "goal": "MAXIMIZE"}],
-            "parameters": search_space.vertex_parameters(),
+            "parameters": search_space.vertex_parameters(max_k=tune_args.tune_max_k,
+                                                         max_epochs=tune_args.tune_max_epochs),
             "measurement_selection_type": "BEST_MEASUREMENT",
         },
         "trial_job_spec": {"worker_pool_specs": custom["worker_pool_specs"]},
@@ -134,8 +137,17 @@ def run(tune_args: argparse.Namespace, beam_argv: list[str], options: argparse.N
     from pipeline.cloud import vertex
     from trainer.tune import BEST, validate_args
 
+    from pipeline.artifacts import exists
+
     started = time.time()
     validate_args(tune_args)
+    if exists(join(tune_args.output_dir, BEST)) and not tune_args.overwrite:
+        raise FileExistsError(f"{tune_args.output_dir} already holds {BEST}; pass --overwrite "
+                              "to tune again")
+    for name, default in IGNORED_ON_VERTEX.items():
+        if getattr(tune_args, name) != default:
+            log.warning("tune: --%s is not used by a Vertex AI tuning job (Vizier chooses the "
+                        "trials; each trial trains its `epochs` on one holdout)", name)
     project, region, _ = vertex.cloud_options(beam_argv)
     if not (project and region):
         raise ValueError("--stages tune --trainer vertex needs --project and --region")
@@ -146,9 +158,10 @@ def run(tune_args: argparse.Namespace, beam_argv: list[str], options: argparse.N
     job = submit(spec, project=project, region=region)
     best = best_from_job(job, tune_args, time.time() - started)
     import tensorflow as tf
-    scratch = tune_args.output_dir.rstrip("/") + f"_tmp_{best['run_id'][:12]}"
+    parent = tune_args.output_dir.rstrip("/").rsplit("/", 1)[0]
+    scratch = join(parent, f"_tmp_tune_{best['run_id'][:12]}")
     tf.io.gfile.makedirs(scratch)
     write_json(join(scratch, BEST), best)
-    publish.publish(scratch, tune_args.output_dir, BEST, best["run_id"])
+    publish.publish(scratch, tune_args.output_dir, BEST, best["run_id"], keep=("trials/",))
     return {"output_dir": tune_args.output_dir, "best_value": best["best_value"],
             "chosen": best["chosen"], "n_trials": best["n_trials"], "vertex_job": job.get("name")}
