@@ -44,7 +44,7 @@ from tensorflow.core.framework import summary_pb2
 from tensorflow.python.framework import config as tf_config
 
 from pipeline import cli, faults, publish
-from pipeline.artifacts import (VOCAB_ITEMS, VOCAB_USERS, absolute, exists, join, read_json,
+from pipeline.artifacts import (VOCAB_ITEMS, VOCAB_USERS, absolute, join,
                                 read_vocabulary, vocab_path, write_json, write_npy)
 from trainer import input as wals_input
 from trainer import metrics, objective, wals, warm_start
@@ -156,23 +156,7 @@ def validate_args(args: argparse.Namespace) -> None:
     cli.check_range(args, "init_scale", 0, low_open=True)
     if getattr(args, "target_cap", None) is not None:
         cli.check_range(args, "target_cap", 0, low_open=True)
-    if getattr(args, "warm_start_from", None) and not exists(join(args.warm_start_from, "model.json")):
-        if not getattr(args, "warm_start_optional", False):
-            raise ValueError(f"--warm_start_from {args.warm_start_from}: no model.json there "
-                             "(not a trained model dir)")
-        LOG.warning("train: no model in %s to warm start from (--warm_start_optional): "
-                    "starting cold", args.warm_start_from)
-        args.warm_start_from = None
-    if getattr(args, "warm_start_from", None):
-        previous_k = read_json(join(args.warm_start_from, "model.json")).get("n_embeds")
-        if previous_k not in (None, args.n_embeds):
-            if not getattr(args, "warm_start_optional", False):
-                raise ValueError(f"--warm_start_from {args.warm_start_from} has k={previous_k} "
-                                 f"factors, this run --n_embeds {args.n_embeds}: warm start "
-                                 "needs the same k")
-            LOG.warning("train: %s has k=%s, this run k=%d (--warm_start_optional): starting "
-                        "cold", args.warm_start_from, previous_k, args.n_embeds)
-            args.warm_start_from = None
+    warm_start.check(args)
     if getattr(args, "trainer", "local") == "local":  # a Vertex AI machine is sized elsewhere
         check_memory(args, nrows=0)
 

@@ -21,6 +21,28 @@ from trainer import wals
 LOG = logging.getLogger(__name__)
 
 
+def check(args) -> None:
+    """--warm_start_from before any work: a model of the same k must be there; with
+    --warm_start_optional, a missing or different model means a cold start, with a warning."""
+    if getattr(args, "warm_start_from", None) and not exists(join(args.warm_start_from, "model.json")):
+        if not getattr(args, "warm_start_optional", False):
+            raise ValueError(f"--warm_start_from {args.warm_start_from}: no model.json there "
+                             "(not a trained model dir)")
+        LOG.warning("train: no model in %s to warm start from (--warm_start_optional): "
+                    "starting cold", args.warm_start_from)
+        args.warm_start_from = None
+    if getattr(args, "warm_start_from", None):
+        previous_k = read_json(join(args.warm_start_from, "model.json")).get("n_embeds")
+        if previous_k not in (None, args.n_embeds):
+            if not getattr(args, "warm_start_optional", False):
+                raise ValueError(f"--warm_start_from {args.warm_start_from} has k={previous_k} "
+                                 f"factors, this run --n_embeds {args.n_embeds}: warm start "
+                                 "needs the same k")
+            LOG.warning("train: %s has k=%s, this run k=%d (--warm_start_optional): starting "
+                        "cold", args.warm_start_from, previous_k, args.n_embeds)
+            args.warm_start_from = None
+
+
 def save_vocabularies(preproc_dir: str, metadata: dict, model_dir: str) -> None:
     """Copies the training vocabularies into the model dir (warm start and fold-in read them)."""
     for name in (VOCAB_USERS, VOCAB_ITEMS):
