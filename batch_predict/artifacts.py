@@ -74,6 +74,13 @@ class SeenMatrix:
         return cls(indptr, indices, ncols)
 
     @classmethod
+    def from_pairs(cls, rows: np.ndarray, cols: np.ndarray, nrows: int, ncols: int) -> "SeenMatrix":
+        """From (row, col) pairs in any order; the same pair twice counts once."""
+        codes = np.unique(np.asarray(rows, np.int64) * ncols + np.asarray(cols, np.int64))
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(codes // ncols, minlength=nrows))])
+        return cls(indptr.astype(np.int64), codes % ncols, ncols)
+
+    @classmethod
     def identity(cls, n: int) -> "SeenMatrix":
         """Each row 'has' itself: used to keep an item out of its own similar-items list."""
         return cls(np.arange(n + 1, dtype=np.int64), np.arange(n, dtype=np.int64), n)
@@ -111,17 +118,11 @@ def read_seen(preproc_dir: str, prefix: str, nrows: int, ncols: int) -> SeenMatr
     if (records_per_key > 1).any():
         raise ArtifactError(f"{prefix}: key {int(np.argmax(records_per_key))} appears in "
                             "more than one record")
-    rows = np.repeat(keys, np.concatenate(lengths or empty))
-    cols = np.concatenate(values or empty)
-    order = np.lexsort((cols, rows))
-    rows, cols = rows[order], cols[order]
-    first_of_pair = np.ones(len(rows), dtype=bool)  # the same (row, col) twice counts once
-    first_of_pair[1:] = (rows[1:] != rows[:-1]) | (cols[1:] != cols[:-1])
-    rows, cols = rows[first_of_pair], cols[first_of_pair]
-    indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=nrows))]).astype(np.int64)
+    seen = SeenMatrix.from_pairs(np.repeat(keys, np.concatenate(lengths or empty)),
+                                 np.concatenate(values or empty), nrows, ncols)
     log.info("read %s: %d of %d rows present, %d entries in %.2fs", prefix, len(keys), nrows,
-                 len(cols), time.time() - started)
-    return SeenMatrix(indptr, cols.astype(np.int64), ncols)
+                 len(seen.indices), time.time() - started)
+    return seen
 
 
 def count_per_key(preproc_dir: str, prefix: str, nkeys: int) -> np.ndarray:

@@ -35,12 +35,6 @@ from trainer.objective import Objective
 log = logging.getLogger(__name__)
 
 
-def _positions(ids: list[str], vocabulary: list[str]) -> np.ndarray:
-    """Each id's position in `vocabulary`, -1 when absent."""
-    where = {value: i for i, value in enumerate(vocabulary)}
-    return np.fromiter((where.get(value, -1) for value in ids), np.int64, len(ids))
-
-
 def to_fold_in(users: np.ndarray, items: np.ndarray, ratings: np.ndarray, n_today: int,
                model_user: np.ndarray, trained: tuple | None, nitems: int):
     """Who to fold in, and on what: (folded visitors [today ids], their rows' (row, item,
@@ -84,10 +78,10 @@ def run(args: argparse.Namespace) -> dict:
     matrix, metadata = wals_input.load_matrix(args.preproc_dir, 1024)
     today_users, today_items = (read_vocabulary(vocab_path(args.preproc_dir, name, metadata))
                                 for name in (VOCAB_USERS, VOCAB_ITEMS))
-    item_position = _positions(today_items, model_items)
+    item_position = warm_start.id_positions(today_items, model_items)
     known = item_position[matrix.items] >= 0
     users, items, ratings = matrix.users[known], item_position[matrix.items[known]], matrix.ratings[known]
-    model_user = _positions(today_users, model_users)
+    model_user = warm_start.id_positions(today_users, model_users)
     trained = load_trained_entries(args.model_dir, float(model.get("fold_in_rating", 1.0)))
     folded, (rows, row_items, row_ratings) = to_fold_in(users, items, ratings, matrix.nusers,
                                                         model_user, trained, len(model_items))
@@ -96,10 +90,8 @@ def run(args: argparse.Namespace) -> dict:
     factors = fold_in_factors(col_factors, rows, row_items, row_ratings, len(folded),
                               Objective.from_settings(model.get("hyperparameters", {})),
                               item_counts)
-    codes = np.unique(rows * len(model_items) + row_items)   # everything they have: excluded
-    seen = art.SeenMatrix(np.concatenate([[0], np.cumsum(np.bincount(
-        codes // len(model_items), minlength=len(folded)))]).astype(np.int64),
-        codes % len(model_items), len(model_items))
+    # everything they have is excluded
+    seen = art.SeenMatrix.from_pairs(rows, row_items, len(folded), len(model_items))
     left_out = filters.filtered_items(args, model_items)
     staging = out.Staging(args.output_dir, args.overwrite)
     try:

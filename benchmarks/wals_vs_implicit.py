@@ -51,13 +51,8 @@ def load_ratings(path: str):
 
 
 def default_args(**overrides) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    task.add_args(parser)
-    args = parser.parse_args([])
-    args.seed, args.top_k = 42, K
-    for name, value in overrides.items():
-        setattr(args, name, value)
-    return args
+    from benchmarks.tuning import trainer_args  # the trainer's flags at their defaults
+    return trainer_args(**{"seed": 42, "top_k": K, **overrides})
 
 
 def fit_ours(train, nusers, nitems, args, solver_name=None):

@@ -179,13 +179,20 @@ def tuning_result(train_args: argparse.Namespace, output_dir: str) -> str | None
     return given or (found if exists(found) else None)
 
 
+def train_stage_args(args: argparse.Namespace, upfront: bool = False) -> argparse.Namespace:
+    """The train stage's flags with the tune stage's choice applied (explicit flags win).
+    `upfront` (checking flags before any stage runs): quietly, and not from a best.json that
+    this run's own tune stage is about to replace."""
+    ns = stage_args("train", args)
+    tuned = tuning_result(ns, args.output_dir)
+    if tuned and not (upfront and "tune" in args.stages and not getattr(ns, "tuning_file", None)):
+        from trainer.tune import apply_tuning
+        apply_tuning(ns, getattr(args, "explicit_flags", set()), tuned, quiet=upfront)
+    return ns
+
+
 def run_stage(stage: str, args: argparse.Namespace, beam_argv: list[str]) -> dict:
-    ns = stage_args(stage, args)
-    if stage == "train":
-        tuned = tuning_result(ns, args.output_dir)
-        if tuned:  # the tune stage's choice; explicit flags win
-            from trainer.tune import apply_tuning
-            apply_tuning(ns, getattr(args, "explicit_flags", set()), tuned)
+    ns = train_stage_args(args) if stage == "train" else stage_args(stage, args)
     if stage in ("tune", "train"):  # local, or the same job on Vertex AI
         if args.trainer == "vertex":
             from pipeline.cloud import vertex_tuning
@@ -227,12 +234,8 @@ def check_flags(args: argparse.Namespace) -> None:
         if validate is None:
             continue
         try:
-            ns = stage_args(stage, args)
-            tuned = tuning_result(ns, args.output_dir) if stage == "train" else None
-            if tuned and ("tune" not in args.stages or getattr(ns, "tuning_file", None)):
-                from trainer.tune import apply_tuning  # the values train will run with
-                apply_tuning(ns, getattr(args, "explicit_flags", set()), tuned)
-            validate(ns)
+            validate(train_stage_args(args, upfront=True) if stage == "train"
+                     else stage_args(stage, args))
         except (ValueError, FileNotFoundError) as exc:
             raise UsageError(str(exc)) from None
 

@@ -188,3 +188,16 @@ def test_model_of_another_preprocess_run_is_refused_and_a_copied_run_works(tmp_p
     run(predict_args(str(tmp_path / "copy" / "preproc"), str(tmp_path / "copy" / "model"), out,
                      outputs=[]), [])
     assert read_topk(out)
+
+
+@pytest.mark.parametrize("ids", [["a", "b-2", "visitor 3"], ["a", 'say "hi"', "c"]],
+                         ids=["arrow-writer", "quoted-id"])
+def test_factor_csv_reads_back_the_ids_and_float32_values_exactly(tmp_path, ids):
+    from batch_predict import outputs as out
+    factors = np.array([[0.1, -2.5e-05, 3e8], [1.0, 0.0, -1e-07], [7.25, 1 / 3, -0.5]], np.float32)
+    path = str(tmp_path / "f.csv")
+    assert out.write_factors_csv(path, ids, factors) == 3
+    with open(path, encoding="utf-8", newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["id", "f0", "f1", "f2"] and [r[0] for r in rows[1:]] == ids
+    np.testing.assert_array_equal(np.array([r[1:] for r in rows[1:]], np.float32), factors)

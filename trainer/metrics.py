@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]
+RANKING_METRICS = ("ndcg", "map", "recall", "precision")  # each @k, from `evaluate`
 MAX_BLOCK_SCORES = 1 << 24  # users per block shrink so a block's score matrix stays ~128 MB
 
 
@@ -107,7 +108,7 @@ def evaluate(score_users: ScoreFn, train: tuple[np.ndarray, np.ndarray],
     eval_users = np.flatnonzero(n_test)
     if max_users is not None and eval_users.size > max_users:
         eval_users = eval_users[np.linspace(0, eval_users.size - 1, max_users).astype(np.int64)]
-    totals = {name: 0.0 for name in ("precision", "recall", "map", "ndcg")}
+    totals = {name: 0.0 for name in RANKING_METRICS}
     recommended_items = np.zeros(nitems, bool)
     for begin in range(0, eval_users.size, block_size):
         block = eval_users[begin:begin + block_size]

@@ -108,7 +108,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                             "through both runs' vocabularies; new users and items start as usual. "
                             "The full phase only: the eval phase (metrics.json) starts cold, since "
                             "the previous model saw what it holds out.")
-    group.add_argument("--hypertune_metric", choices=("ndcg", "map", "recall", "precision"),
+    group.add_argument("--hypertune_metric", choices=metrics.RANKING_METRICS,
                        default=None,
                        help="Report this held-out metric at --top_k to Vertex AI hyperparameter "
                             "tuning (cloudml-hypertune, tag <metric>_at_<k>); set by the tune "

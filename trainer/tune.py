@@ -39,7 +39,6 @@ from trainer import metrics, search_space, task, wals
 
 LOG = logging.getLogger(__name__)
 BEST = "best.json"
-METRICS = ("ndcg", "map", "recall", "precision")
 MAX_FOLDS = 10  # beyond, most users have too few interactions to appear in every fold
 TUNED_FLAGS = tuple(sorted({p.name for p in search_space.SPACE} | {"epochs"}))
 
@@ -55,7 +54,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                             "each interaction held out once, metric averaged.")
     group.add_argument("--tune_holdout", type=cli.finite_float, default=0.2,
                        help="Share of each user's interactions held out with --tune_folds 1.")
-    group.add_argument("--tune_metric", choices=METRICS, default="ndcg",
+    group.add_argument("--tune_metric", choices=metrics.RANKING_METRICS, default="ndcg",
                        help="Held-out metric to maximise, at --top_k.")
     group.add_argument("--tune_max_epochs", type=int, default=25,
                        help="Epochs per trial; each trial keeps its best epoch count.")
@@ -104,9 +103,7 @@ def run(args: argparse.Namespace) -> dict:
     """Runs the search on args.input_dir and publishes args.output_dir/best.json."""
     started = time.time()
     validate_args(args)
-    if exists(join(args.output_dir, BEST)) and not args.overwrite:
-        raise FileExistsError(f"{args.output_dir} already holds {BEST}; pass --overwrite to "
-                              "tune again")
+    refuse_existing(args)
     matrix, metadata = wals_input.load_matrix(args.input_dir, args.batch_size)
     study = search(without_test_split(matrix, args), args)
     return _publish(args, study, f"{args.tune_metric}@{args.top_k}", matrix, metadata,
@@ -202,6 +199,26 @@ def chosen_values(study) -> dict:
     return chosen
 
 
+def refuse_existing(args: argparse.Namespace) -> None:
+    """A finished search is kept unless --overwrite (checked before any trial runs)."""
+    if exists(join(args.output_dir, BEST)) and not args.overwrite:
+        raise FileExistsError(f"{args.output_dir} already holds {BEST}; pass --overwrite to "
+                              "tune again")
+
+
+def publish_best(output_dir: str, result: dict, keep: tuple[str, ...] = ()) -> None:
+    """Writes best.json (result, with its run_id) in a scratch folder beside output_dir and
+    publishes it whole (pipeline/publish.py); files under `keep` prefixes stay."""
+    import tensorflow as tf
+
+    parent = posixpath.dirname(output_dir.rstrip("/"))
+    name = f"_tmp_tune_{result['run_id'][:12]}"  # dead-run scratch: the driver removes it
+    scratch = join(parent, name) if parent else name
+    tf.io.gfile.makedirs(scratch)
+    write_json(join(scratch, BEST), result)  # the marker and the only file
+    publish.publish(scratch, output_dir, BEST, result["run_id"], keep=keep)
+
+
 def _publish(args, study, metric: str, matrix, metadata: dict, seconds: float) -> dict:
     import optuna
 
@@ -232,12 +249,7 @@ def _publish(args, study, metric: str, matrix, metadata: dict, seconds: float) -
                         "nitems": matrix.nitems, "interactions": matrix.nnz,
                         "searched_interactions": study.user_attrs.get("searched_interactions")},
               "created": datetime.datetime.now(datetime.timezone.utc).isoformat()}
-    parent = posixpath.dirname(args.output_dir.rstrip("/"))
-    scratch = join(parent, f"_tmp_tune_{run_id[:12]}") if parent else f"_tmp_tune_{run_id[:12]}"
-    import tensorflow as tf
-    tf.io.gfile.makedirs(scratch)
-    write_json(join(scratch, BEST), result)  # the marker and the only file
-    publish.publish(scratch, args.output_dir, BEST, run_id)
+    publish_best(args.output_dir, result)
     LOG.info("tune: %d trials (%s) in %.1fs; best %s=%.4f (trial %d) vs %.4f with the current "
              "flags; chosen %s", len(trials), result["states"], seconds, metric, best.value,
              best.number, result["default_value"] or float("nan"), chosen)
@@ -274,7 +286,8 @@ def read_chosen(path: str) -> dict:
     return values
 
 
-def apply_tuning(args: argparse.Namespace, explicit: set[str], path: str) -> dict:
+def apply_tuning(args: argparse.Namespace, explicit: set[str], path: str,
+                 quiet: bool = False) -> dict:
     """Sets every tuned flag from best.json's "chosen" unless given explicitly; returns what
     it set. A parameter that only means something under its parent's tuned value (λ's range per
     --reg_scaling, the exponent of --col_weights log, ...) is not applied when that parent flag is
@@ -289,6 +302,8 @@ def apply_tuning(args: argparse.Namespace, explicit: set[str], path: str) -> dic
     for name, value in applied.items():
         setattr(args, name, value)
     args.tuning_file = path
+    if quiet:
+        return applied
     LOG.info("train: hyperparameters from %s: %s%s%s", path, applied,
              f"; explicit flags kept: {sorted(explicit & set(chosen))}" if explicit & set(chosen) else "",
              f"; not applied, tuned for another {sorted(overridden)}: {sorted(dependent)}"

@@ -66,13 +66,18 @@ def model_vocabularies(model_dir: str) -> tuple[list[str], list[str]]:
     return vocabularies[0], vocabularies[1]
 
 
+def id_positions(ids: list[str], vocabulary: list[str]) -> np.ndarray:
+    """Each original id's position in another run's `vocabulary`, -1 when absent."""
+    where = {value: row for row, value in enumerate(vocabulary)}
+    return np.fromiter((where.get(value, -1) for value in ids), np.int64, len(ids))
+
+
 def _match(previous: np.ndarray, previous_ids: list[str], ids: list[str],
            fresh: np.ndarray) -> tuple[np.ndarray, int]:
     """Rows of `fresh` replaced by `previous` where the original id is the same; (rows, matched)."""
     if len(previous) != len(previous_ids):
         raise ValueError(f"{len(previous)} factor rows but {len(previous_ids)} vocabulary lines")
-    where = {value: row for row, value in enumerate(previous_ids)}
-    position = np.fromiter((where.get(value, -1) for value in ids), np.int64, len(ids))
+    position = id_positions(ids, previous_ids)
     known = position >= 0
     out = np.array(fresh, np.float32, copy=True)
     out[known] = previous[position[known]]

@@ -132,18 +132,12 @@ def submit(spec: dict, *, project: str, region: str, poll_seconds: float = 60) -
 
 def run(tune_args: argparse.Namespace, beam_argv: list[str], options: argparse.Namespace) -> dict:
     """Tune on Vertex AI; publishes tuning/best.json from the best trial."""
-    from pipeline import publish
-    from pipeline.artifacts import write_json
     from pipeline.cloud import vertex
-    from trainer.tune import BEST, validate_args
-
-    from pipeline.artifacts import exists
+    from trainer.tune import publish_best, refuse_existing, validate_args
 
     started = time.time()
     validate_args(tune_args)
-    if exists(join(tune_args.output_dir, BEST)) and not tune_args.overwrite:
-        raise FileExistsError(f"{tune_args.output_dir} already holds {BEST}; pass --overwrite "
-                              "to tune again")
+    refuse_existing(tune_args)
     for name, default in IGNORED_ON_VERTEX.items():
         if getattr(tune_args, name) != default:
             log.warning("tune: --%s is not used by a Vertex AI tuning job (Vizier chooses the "
@@ -157,11 +151,6 @@ def run(tune_args: argparse.Namespace, beam_argv: list[str], options: argparse.N
                                  parallel_trials=options.vertex_parallel_trials)
     job = submit(spec, project=project, region=region)
     best = best_from_job(job, tune_args, time.time() - started)
-    import tensorflow as tf
-    parent = tune_args.output_dir.rstrip("/").rsplit("/", 1)[0]
-    scratch = join(parent, f"_tmp_tune_{best['run_id'][:12]}")
-    tf.io.gfile.makedirs(scratch)
-    write_json(join(scratch, BEST), best)
-    publish.publish(scratch, tune_args.output_dir, BEST, best["run_id"], keep=("trials/",))
+    publish_best(tune_args.output_dir, best, keep=("trials/",))  # trial models stay
     return {"output_dir": tune_args.output_dir, "best_value": best["best_value"],
             "chosen": best["chosen"], "n_trials": best["n_trials"], "vertex_job": job.get("name")}
