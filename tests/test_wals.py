@@ -73,14 +73,13 @@ def test_half_steps_match_dense_closed_form(max_rows, max_entries, solver):
     assert loss == pytest.approx(dense, rel=1e-4)
 
 
-def test_loss_decreases_monotonically_and_batching_does_not_change_results(monkeypatch):
+def test_loss_decreases_monotonically_and_batching_does_not_change_results():
     observed, ratings, col_weight, users, items = dense_problem(seed=1, nusers=30, nitems=20,
                                                                 density=0.3)
     coarse = make_solver(users, items, ratings, col_weight, *observed.shape)
-    monkeypatch.setattr(wals, "MAX_GRAPH_BATCHES", 0)     # `fine` sweeps eagerly, not as a graph
     fine = make_solver(users, items, ratings, col_weight, *observed.shape, max_rows=3,
                        max_entries=8)
-    assert len(fine.user_side.cols) > len(coarse.user_side.cols)
+    assert fine.user_side.n_batches > coarse.user_side.n_batches
     losses = [coarse.epoch() for _ in range(8)]
     for _ in range(8):
         fine.epoch()
@@ -108,7 +107,7 @@ def test_cg_at_large_k_uses_larger_batches_and_matches_closed_form():
     cg = make_solver(users, items, ratings, col_weight, *observed.shape, k=k, solver="cg",
                      cg_steps=observed.shape[0] + 1, **budget)
     exact = make_solver(users, items, ratings, col_weight, *observed.shape, k=k, **budget)
-    assert len(cg.item_side.cols) < len(exact.item_side.cols)
+    assert cg.item_side.n_batches < exact.item_side.n_batches
     v0 = cg.col_factors.numpy().astype(np.float64)
     cg.epoch()
     np.testing.assert_allclose(cg.row_factors.numpy(),
@@ -257,3 +256,19 @@ def test_objective_targets_and_weights():
         .row_regularization([0, 4], 9), [0.5, 2.0])  # an empty row keeps plain λ
     with pytest.raises(ValueError, match="rating_target"):
         Objective(rating_target="stars")
+
+
+def test_epoch_graph_does_not_grow_with_the_number_of_batches():
+    """Each side is one in-graph loop: 3 batches or hundreds trace to the same graph."""
+    observed, ratings, col_weight, users, items = dense_problem(seed=6, nusers=60, nitems=40,
+                                                                density=0.3)
+
+    def graph_size(**budget):
+        solver = make_solver(users, items, ratings, col_weight, *observed.shape, **budget)
+        graph = solver._epoch.get_concrete_function().graph
+        return solver.user_side.n_batches + solver.item_side.n_batches, len(graph.as_graph_def().node)
+
+    few, few_nodes = graph_size()
+    many, many_nodes = graph_size(max_rows=1, max_entries=1)
+    assert many >= 50 * few
+    assert many_nodes == few_nodes

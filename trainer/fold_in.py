@@ -63,8 +63,9 @@ def fold_in_factors(col_factors: np.ndarray, rows: np.ndarray, items: np.ndarray
     targets, weights = objective.targets(ratings, objective.item_weights(item_counts)[items])
     side = wals.plan_side(rows, items, targets, weights, n_rows, max_rows, max_entries)
     row_regularization = objective.row_regularization(np.bincount(rows, minlength=n_rows), nitems)
-    factors, _ = wals.solve_side(
+    half_step = tf.function(lambda: wals.solve_side(  # one graph: the batch loop runs in TF
         tf.constant(col_factors, tf.float32), side, objective.regularization,
         objective.unobserved_weight,
-        row_regularization=None if row_regularization is None else tf.constant(row_regularization))
-    return factors.numpy()
+        row_regularization=None if row_regularization is None else tf.constant(row_regularization)),
+        autograph=False)
+    return half_step()[0].numpy()
