@@ -382,7 +382,7 @@ def evaluate_model(row_factors: np.ndarray, col_factors: np.ndarray,
     result = {"k": k, "heldout_interactions": int(held.sum())}
     for name, (score, predict) in scorers.items():
         result[name] = metrics.evaluate(score, train_pairs, test_pairs, matrix.nusers,
-                                        matrix.nitems, k)
+                                        matrix.nitems, k, label=name)
         result[name]["rmse"] = metrics.rmse(predict, *test_pairs, test_ratings)
     return result
 
