@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from benchmarks.processes import timed_process  # noqa: F401 (used below and re-exported)
 from pipeline.examples import serialized_examples  # the same Example encoding on both sides
 
 LOG = logging.getLogger("benchmarks.preprocess")
@@ -96,22 +97,6 @@ def same_outputs(metadata: dict, reference: dict, stage_dir: str, ref_dir: str) 
         if ours != theirs and _canonical(ours) != _canonical(theirs):
             problems.append(side)
     return problems
-
-
-def timed_process(command: list[str]) -> tuple[float, float, str]:
-    """Runs a fresh Python process; (wall seconds from launch to exit, its peak RSS in MB, stdout).
-    Both sides are timed this way, so interpreter start-up and imports count on both."""
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        started = time.perf_counter()
-        child = subprocess.Popen(command, stdout=out, stderr=err, text=True)
-        _, status, usage = os.wait4(child.pid, 0)
-        seconds = time.perf_counter() - started
-        child.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0), err.seek(0)
-        if child.returncode != 0:
-            sys.stderr.write(err.read()[-5000:])
-            raise SystemExit(f"{command[2]} failed with exit code {child.returncode}")
-        return seconds, usage.ru_maxrss / 1024, out.read()
 
 
 def run_reference(data: str, ref_dir: str) -> None:
