@@ -32,7 +32,8 @@ from tfx_bsl.tfxio import tensor_representation_util
 from pipeline import artifacts, beam_runner, columnar, examples, lock
 from pipeline.preprocess import PreprocessError
 from pipeline.preprocess_finish import REFUSED, FinishPreprocess, make_plan
-from pipeline.sources import read, sql
+from pipeline.sources import sql
+from pipeline.sources.read import merge_stats, source_transform
 from transforms import preprocessing as pp
 
 LOG = logging.getLogger("pipeline.preprocess")
@@ -193,7 +194,7 @@ def build_pipeline(pipeline: beam.Pipeline, source: beam.PTransform, args, plan:
 
     stats = ((read.stats, sum_stats, rating_stats, users_for_item, items_for_user)
              | "AllStats" >> beam.Flatten()
-             | "MergeStats" >> beam.CombineGlobally(read.merge_stats))
+             | "MergeStats" >> beam.CombineGlobally(merge_stats))
     _ = pipeline | "Finish" >> FinishPreprocess(
         plan, stats, [rejects_written, transform_fn_written, raw_metadata_written])
 
@@ -220,7 +221,7 @@ def run(args, beam_argv: list[str]) -> dict:
     --input). Returns the metadata.json dict after a local run; after a template launch (the job
     runs later, on Dataflow, and publishes itself) {"launched": ...}."""
     preproc = artifacts.stage_dir(args.output_dir, artifacts.PREPROC)
-    source = read.source_transform(args)  # validates flags and headers before touching the output
+    source = source_transform(args)  # validates flags and headers before touching the output
     options = beam_runner.pipeline_options(
         beam_argv, input_size=0 if args.source == "bigquery" else beam_runner.input_bytes(args.input))
     if args.source == "bigquery":
