@@ -209,7 +209,7 @@ def finish_predictions(_, plan: dict, specs: list[dict], counts: dict, *written)
     manifest = {**plan["manifest"], "rows": {**plan["manifest"].get("rows", {}),
                                              **{s["name"]: counts[f"{s['name']}.scored"] for s in specs}}}
     if plan.get("export"):
-        from batch_predict.run import export_model
+        from batch_predict.predict import export_model
         manifest["export_dir"] = export_model(**plan["export"])
     Staging.reopen(plan["output_dir"], plan["staged"], plan["run_id"]).commit(manifest)
     publish.remove_tree(plan["scratch"])

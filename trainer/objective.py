@@ -22,6 +22,8 @@ import dataclasses
 
 import numpy as np
 
+SOLVERS = ("exact", "cg")  # trainer/wals.py's row solvers (named here: no TensorFlow)
+
 COL_WEIGHT_SCHEMES = ("none", "linear", "log")
 RATING_TARGETS = ("rating", "binary")
 REG_SCALINGS = ("none", "frequency")

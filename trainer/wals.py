@@ -54,9 +54,9 @@ import functools
 import numpy as np
 import tensorflow as tf
 
-from trainer.objective import COL_WEIGHT_SCHEMES, Objective, column_weights  # noqa: F401 (re-exported)
+from trainer.objective import (COL_WEIGHT_SCHEMES, SOLVERS, Objective,  # noqa: F401 (re-exported)
+                               column_weights)
 
-SOLVERS = ("exact", "cg")
 PARALLEL_BATCHES = 8
 CG_LARGE_BATCH_MIN_K = 64
 # Rows with L < SHORT_ROW_FRACTION·k entries use the L×L (Woodbury) form: L²k + L³/3 flops
