@@ -73,7 +73,10 @@ def visitor_ids(n: int, rng) -> list[str]:
 
 
 def content_ids(n: int, rng) -> list[str]:
-    return [str(x) for x in (10**8 + rng.permutation(9 * 10**8)[:n]).tolist()]
+    """9-digit article ids, unique."""
+    stride = 9 * 10**8 // max(n, 1)
+    ids = 10**8 + np.arange(n) * stride + rng.integers(0, stride, n)
+    return [str(x) for x in rng.permutation(ids).tolist()]
 
 
 def topk_blocks(nrows: int, ncandidates: int, k: int, rng) -> list[TopKBlock]:

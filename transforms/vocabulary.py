@@ -28,7 +28,7 @@ import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 from tensorflow_transform import analyzers as tft_analyzers
 
-from pipeline import columnar
+from pipeline import columnar, textfile
 
 DEFAULT_SHARDS = 8
 _TOKEN, _COUNT = "token", "count"
@@ -55,17 +55,17 @@ def _sum_shard(shard_and_tables) -> pa.Table:
 
 def _write_vocabulary(tables: list, path: str) -> np.ndarray:
     """Sorts all tokens like tft.vocabulary and writes them, one per line; returns the path."""
+    tokens = pa.array([], pa.binary())
     if tables:
         vocab = pa.concat_tables(tables).sort_by([(_COUNT, "descending"), (_TOKEN, "descending")])
-        tokens = vocab.column(_TOKEN).to_pylist()
-        tokens = [t for t in tokens if t and b"\n" not in t and b"\r" not in t]
-    else:
-        tokens = []
-    if not tokens:  # as tft.vocabulary: an empty vocabulary file cannot initialise a lookup table
-        tokens = [_EMPTY_VOCABULARY_TOKEN]
+        tokens = vocab.column(_TOKEN).combine_chunks()
+        unwritable = pc.or_(pc.equal(pc.binary_length(tokens), 0),
+                            pc.or_(pc.match_substring(tokens, b"\n"), pc.match_substring(tokens, b"\r")))
+        tokens = tokens.filter(pc.invert(unwritable))
+    if not len(tokens):  # as tft.vocabulary: an empty vocabulary file cannot initialise a lookup table
+        tokens = pa.array([_EMPTY_VOCABULARY_TOKEN], pa.binary())
     tf.io.gfile.makedirs(os.path.dirname(path))
-    with tf.io.gfile.GFile(path, "wb") as f:
-        f.write(b"\n".join(tokens) + b"\n")
+    textfile.write(path, [textfile.concat(tokens, b"\n")])
     return np.array(path)
 
 
