@@ -196,3 +196,10 @@ def test_json_floats_are_what_json_dumps_writes():
 @given(values=st.lists(st.floats(), min_size=1, max_size=20))
 def test_json_floats_match_json_dumps_on_any_floats(values):
     assert textfile.json_floats(np.array(values)).to_pylist() == [json.dumps(v) for v in values]
+
+
+def test_a_vocabulary_of_only_unwritable_tokens_gets_the_placeholder(tmp_path):
+    table = pa.table({"token": pa.array([b"", b"a\nb"], pa.binary()), "count": [2, 1]})
+    path = str(tmp_path / "vocab_items")
+    vocabulary._write_vocabulary([table], path)
+    assert read_bytes(path) == vocabulary._EMPTY_VOCABULARY_TOKEN + b"\n"

@@ -61,7 +61,8 @@ def _write_vocabulary(tables: list, path: str) -> np.ndarray:
         tokens = vocab.column(_TOKEN).combine_chunks()
         unwritable = pc.or_(pc.equal(pc.binary_length(tokens), 0),
                             pc.or_(pc.match_substring(tokens, b"\n"), pc.match_substring(tokens, b"\r")))
-        tokens = tokens.filter(pc.invert(unwritable))
+        if pc.any(unwritable).as_py():
+            tokens = tokens.filter(pc.invert(unwritable))
     if not len(tokens):  # as tft.vocabulary: an empty vocabulary file cannot initialise a lookup table
         tokens = pa.array([_EMPTY_VOCABULARY_TOKEN], pa.binary())
     tf.io.gfile.makedirs(os.path.dirname(path))
