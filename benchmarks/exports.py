@@ -225,17 +225,17 @@ def identical(ours: str, theirs: str) -> bool:
 
 
 def measure(export: Export, rounds: int, repeats: int, folder: str) -> dict:
-    """Seconds per call of each side, per round (the mean of `repeats` calls: small files take
-    milliseconds, less than the noise of a shared machine)."""
+    """Seconds of every call of each side: `rounds` rounds, sides alternating, of `repeats` calls
+    each (small files take milliseconds, less than the noise of a shared machine)."""
     times = {"ours": [], "pyarrow": []}
     paths = {side: os.path.join(folder, f"{side}-{export.name.split()[0]}") for side in times}
     same = None
     for r in range(rounds):
         for side in (("ours", "pyarrow") if r % 2 == 0 else ("pyarrow", "ours")):
-            started = time.perf_counter()
             for _ in range(repeats):
+                started = time.perf_counter()
                 getattr(export, side)(paths[side])
-            times[side].append((time.perf_counter() - started) / repeats)
+                times[side].append(time.perf_counter() - started)
         if same is None:
             same = identical(paths["ours"], paths["pyarrow"])
         for path in paths.values():
@@ -250,7 +250,7 @@ def report_line(export: Export, measured: dict, rounds: int) -> str:
     median_ratio = statistics.median(ours) / statistics.median(theirs)
     verdict = "met" if ratio <= TARGET else "MISSED"
     same = "identical bytes" if measured["identical"] else "bytes DIFFER"
-    calls = f" of {measured['repeats']} calls" if measured["repeats"] > 1 else ""
+    calls = f" x {measured['repeats']} calls" if measured["repeats"] > 1 else ""
     digits = 2 if min(theirs) >= 0.05 else 4
     return (f"{export.name} {export.shape}: ours {min(ours):.{digits}f} s, pyarrow "
             f"{min(theirs):.{digits}f} s, {ratio:.2f}x (min of {rounds} rounds{calls}; median "
