@@ -77,10 +77,12 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                             "last checkpoint, and after its last epoch (a killed run resumes "
                             "from there); 0: after every epoch.")
     group.add_argument("--batch_size", type=int, default=1024,
-                       help="Rows per batched solve (and Examples per input batch).")
+                       help="Rows per batched solve at k >= 128; smaller k take 128/k times as "
+                            "many (and Examples per input batch).")
     group.add_argument("--batch_entries", type=int, default=4096,
-                       help="Padded ratings per batched solve: bounds memory to ~this × k floats "
-                            "(small batches pad less; 4096 measured fastest on MovieLens).")
+                       help="Padded ratings per batched solve at k >= 128; smaller k take 128/k "
+                            "times as many, so a solve holds ~this × 128 floats (4096 measured "
+                            "fastest on MovieLens).")
     group.add_argument("--solver", choices=objective.SOLVERS, default="exact",
                        help="exact: every row's least squares solved exactly (default); cg: "
                             "--cg_steps conjugate-gradient steps per row, warm-started and "
@@ -160,7 +162,8 @@ def memory_estimate_bytes(args: argparse.Namespace, nrows: int) -> int:
     """Peak bytes of training, roughly: the batched solves ([batch, k, k] systems and their
     factorisations, the padded ratings) and the factor matrices (both sides, with their copies)."""
     k = args.n_embeds
-    solves = 3 * args.batch_size * k * k * 4 + 4 * args.batch_entries * k * 4
+    scale = max(1, objective.BATCH_REFERENCE_K // k)  # as trainer/wals.py plans the batches
+    solves = 3 * scale * args.batch_size * k * k * 4 + 4 * scale * args.batch_entries * k * 4
     return solves + 4 * nrows * k * 4
 
 

@@ -54,11 +54,10 @@ import functools
 import numpy as np
 import tensorflow as tf
 
-from trainer.objective import (COL_WEIGHT_SCHEMES, SOLVERS, Objective,  # noqa: F401 (re-exported)
-                               column_weights)
+from trainer.objective import (BATCH_REFERENCE_K, COL_WEIGHT_SCHEMES, SOLVERS,  # noqa: F401
+                               Objective, column_weights)
 
 PARALLEL_BATCHES = 8
-CG_LARGE_BATCH_MIN_K = 64
 # Rows with L < SHORT_ROW_FRACTION·k entries use the L×L (Woodbury) form: L²k + L³/3 flops
 # against Lk² + k³/3 for the k×k form, equal at L = k (0.5 to 2 measured the same on MovieLens).
 SHORT_ROW_FRACTION = 1.0
@@ -343,12 +342,8 @@ class WALS:
         self.row_regularization = (None if row_regularization is None else
                                    tuple(tf.constant(r, tf.float32) for r in row_regularization))
         self.cg_steps = int(cg_steps) if solver == "cg" else 0
-        # CG keeps no k×k or L×L system per row, so in the same memory its batches can take
-        # twice the rows and entries: measured 10-17% faster at k=128 on MovieLens, but ~10%
-        # slower at k=32 (there, more batches in flight parallelise better), hence the bound.
-        scale = 2 if self.cg_steps and n_embeds >= CG_LARGE_BATCH_MIN_K else 1
         plan = functools.partial(plan_side, ratings=ratings, weights=entry_weights,
-                                 max_rows=scale * max_rows, max_entries=scale * max_entries)
+                                 max_rows=max_rows, max_entries=max_entries)
         self.user_side = plan(users, items, n_rows=nusers)
         self.item_side = plan(items, users, n_rows=nitems)
         # One graph per sweep: each side is one in-graph loop over its batches, so the trace
@@ -362,6 +357,9 @@ class WALS:
         stored ratings: targets, weights and per-row λ come from `Objective`."""
         get = settings.get if isinstance(settings, dict) else lambda name: getattr(settings, name)
         loss = Objective.from_settings(settings)
+        # A batch's work and memory go as entries × k: below k=128 batches take proportionally
+        # more rows and entries (MovieLens, k=32: 22 ms per CG epoch instead of 31 ms).
+        scale = max(1, BATCH_REFERENCE_K // int(get("n_embeds")))
         item_weight = loss.item_weights(np.bincount(items, minlength=nitems))[items]
         targets, weights = loss.targets(ratings, item_weight)
         row_regularization = None
@@ -371,7 +369,8 @@ class WALS:
                 loss.row_regularization(np.bincount(items, minlength=nitems), nusers))
         return cls(users, items, targets, nusers, nitems, int(get("n_embeds")),
                    loss.regularization, loss.unobserved_weight, weights, int(get("seed")),
-                   max_rows=int(get("batch_size")), max_entries=int(get("batch_entries")),
+                   max_rows=scale * int(get("batch_size")),
+                   max_entries=scale * int(get("batch_entries")),
                    solver=get("solver"), cg_steps=int(get("cg_steps")),
                    row_regularization=row_regularization,
                    init_scale=float(get("init_scale") or 1.0), initial=initial)
