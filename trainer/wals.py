@@ -27,7 +27,10 @@ forms k×k matrices), and the observed predictions Z_i y_i come with them for th
 λ for all rows, Z is scaled once; the final Q is one [n_rows, k] × [k, k] matmul. Fixing U and solving for V is the same
 computation on the transposed matrix, so one code path (`SideBatches` + `solve_side`)
 serves users and items. Rows are solved in padded batches bounded by a budget of rows ×
-entries; nothing of size nusers × nitems is ever built. The loss is evaluated for free in
+entries (rows sorted by length, so padding stays small), packed back to back into a few flat
+tensors; each half-step is one in-graph `tf.while_loop` over them (one body traced once whatever
+the number of batches, up to PARALLEL_BATCHES batches in flight, no Python per batch).
+Nothing of size nusers × nitems is ever built. The loss is evaluated for free in
 the item half-step: with the new V, each observed entry contributes (w0 + c)(a − p)² − w0·p²,
 and w0·Σ_all (u·v)² = w0·⟨UᵀU, VᵀV⟩.
 
@@ -38,13 +41,13 @@ the exact Gramian: a step costs two passes over Z_i (no k×k matrix per row). On
 steps land within ~1e-6 (relative) of the exact solution for the median row, ~5e-4 for the worst
 one; 6 steps reach float32 precision. Same batches, same code path otherwise.
 
-Speed (MovieLens small, 2 cores, benchmarks/wals_vs_implicit.py): the exact epoch is bound by
-batched k×k work, ~1.9 G multiply-adds at k=128 against ~0.6 G for 3 CG steps, so it cannot
-match implicit's CG there; CG does (≈0.8× at k=32, ≈1.0× at k=128). Measured and not kept:
-XLA (its CPU Cholesky is ~5× slower; CG alone gains nothing for 20 s of compiling), fewer and
-larger exact batches (no gain), tf.linalg.solve instead of Cholesky (slower), elementwise
-products instead of matvec matmuls in CG (slower). Faster but process-wide, so left to the
-caller: TF intra-op threads = 1 (exact −20% at k=32, −9% at k=128).
+Speed: benchmarks/trainer_speed.py against implicit (README "Benchmarks" has today's figures).
+The exact epoch is bound by batched k×k work (~1.9 G multiply-adds at k=128 on MovieLens against
+~0.6 G for 3 CG steps). Measured and not kept: XLA (its CPU Cholesky is ~5× slower; CG alone
+gains nothing for 20 s of compiling), tf.linalg.solve instead of Cholesky (slower), elementwise
+products instead of matvec matmuls in CG (slower), one unrolled graph per sweep (tracing grew
+with the number of batches: 42-52 s at 2M interactions). Faster but process-wide, so left to
+the caller: TF intra-op threads = 1 (exact −20% at k=32, −9% at k=128, before the in-graph loop).
 """
 from __future__ import annotations
 
