@@ -29,6 +29,7 @@ import tensorflow as tf
 
 from batch_predict.artifacts import ArtifactError
 from pipeline import lock, publish, textfile
+from pipeline.progress import Progress
 from pipeline.artifacts import join
 from batch_predict.topk import TopKBlock
 
@@ -147,6 +148,8 @@ def write_topk(blocks: Iterable[TopKBlock], query_vocab: Sequence[str],
     """Writes the TAB lines (and optionally the JSONL with scores); returns the row count."""
     formatter = TopKFormatter(query_vocab, candidate_vocab, scores=scores_path is not None)
     count = 0
+    progress = Progress(f"predict[{lines_path.rstrip('/').rsplit('/', 1)[-1]}]", len(query_vocab),
+                        "rows")
     with textfile.create(lines_path) as lines_file, \
             (textfile.create(scores_path) if scores_path else contextlib.nullcontext()) as scores_file:
         for block in blocks:
@@ -155,6 +158,7 @@ def write_topk(blocks: Iterable[TopKBlock], query_vocab: Sequence[str],
             if scores_file:
                 scores_file.write(textfile.data(records))
             count += len(lines)
+            progress.update(block.start + len(block.ids))
     return count
 
 

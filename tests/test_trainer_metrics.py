@@ -107,3 +107,20 @@ def test_fast_scorer_routes_rank_exactly_like_plain_scores():
             want = metrics.evaluate(plain, train, test, nusers, nitems, k, block_size=64)
             assert got == want
             assert got[f"ndcg@{k}"] > 0
+
+
+def test_long_evaluations_log_progress(monkeypatch, caplog):
+    """A phase running past PROGRESS_SECONDS says how far it is (here: every block)."""
+    from pipeline import progress
+    monkeypatch.setattr(progress, "PROGRESS_SECONDS", 0.0)
+    rng = np.random.default_rng(0)
+    users, items = np.repeat(np.arange(50), 4), rng.integers(0, 30, 200)
+    codes = np.unique(users * 30 + items)
+    users, items = codes // 30, codes % 30
+    held = metrics.split_holdout(users, 0.5, 0)
+    caplog.set_level("INFO", logger="progress")
+    metrics.evaluate(metrics.popularity_scorer(items[~held], 30), (users[~held], items[~held]),
+                     (users[held], items[held]), 50, 30, k=3, block_size=10, label="popularity")
+    lines = [r.getMessage() for r in caplog.records if r.name == "progress"]
+    assert lines and all(line.startswith("eval[popularity]: ") for line in lines)
+    assert "10/50 users (20%)" in lines[0]

@@ -17,17 +17,15 @@ held-out ratings.
 """
 from __future__ import annotations
 
-import logging
-import time
 from typing import Callable
 
 import numpy as np
 
+from pipeline.progress import Progress
+
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]
 RANKING_METRICS = ("ndcg", "map", "recall", "precision")  # each @k, from `evaluate`
-LOG = logging.getLogger(__name__)
-PROGRESS_SECONDS = 10.0
 MAX_BLOCK_SCORES = 1 << 24  # users per block shrink so a block's score matrix stays ~128 MB
 
 
@@ -158,21 +156,6 @@ def _block_top_k(score_users: ScoreFn, block, seen_rows, seen_cols, k: int, nite
         score_users.into(block, buffer)
         return top_k_unseen(None, seen_rows, seen_cols, k, buffer, block.size, nitems)
     return top_k_unseen(score_users(block), seen_rows, seen_cols, k, buffer)
-
-
-class Progress:
-    """A log line every PROGRESS_SECONDS while a long phase runs (nothing for short ones)."""
-
-    def __init__(self, what: str, total: int, unit: str):
-        self.what, self.total, self.unit = what, total, unit
-        self.start = self.last = time.time()
-
-    def update(self, done: int) -> None:
-        now = time.time()
-        if now - self.last >= PROGRESS_SECONDS and done < self.total:
-            self.last = now
-            LOG.info("%s: %d/%d %s (%.0f%%), %.0fs", self.what, done, self.total, self.unit,
-                     100.0 * done / max(self.total, 1), now - self.start)
 
 
 def rmse(predict: Callable[[np.ndarray, np.ndarray], np.ndarray], users: np.ndarray,
