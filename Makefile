@@ -38,7 +38,10 @@ $(BENCH_STAMP): $(STAMP) requirements-bench.txt
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)
+	$(BIN)/python -m benchmarks.startup
 	$(BIN)/python -m benchmarks.preprocess
+	$(BIN)/python -m benchmarks.trainer_speed --json bench_out/trainer_speed.json
+	$(BIN)/python -m benchmarks.exports
 	$(BIN)/python -m benchmarks.wals_vs_implicit
 	$(BIN)/python -m benchmarks.batch_predict
 	$(BIN)/python -m benchmarks.tuning --json bench_out/tuning.json
