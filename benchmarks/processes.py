@@ -17,6 +17,9 @@ def timed_process(command: list[str]) -> tuple[float, float, str]:
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err, \
             tempfile.NamedTemporaryFile("r") as peak:
         gnu_time = os.path.exists("/usr/bin/time")
+        if not gnu_time:
+            print("warning: no /usr/bin/time: peak RSS from wait4, floored at this process's own "
+                  "size (apt install time)", file=sys.stderr)
         started = time.perf_counter()
         child = subprocess.Popen((["/usr/bin/time", "-f", "%M", "-o", peak.name] if gnu_time else [])
                                  + command, stdout=out, stderr=err, text=True)

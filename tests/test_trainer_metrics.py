@@ -98,6 +98,9 @@ def test_fast_scorer_routes_rank_exactly_like_plain_scores():
     users, items = codes // nitems, codes % nitems
     held = metrics.split_holdout(users, 0.3, 1)
     train, test = (users[~held], items[~held]), (users[held], items[held])
+    everything = np.arange(nitems)  # user 0 has seen every item: an empty list, no hits
+    train = (np.r_[train[0][train[0] != 0], np.zeros(nitems, int)],
+             np.r_[train[1][train[0] != 0], everything])
     row_f = rng.standard_normal((nusers, 8)).astype(np.float32)
     col_f = rng.standard_normal((nitems, 8)).astype(np.float32)
     for fast in (metrics.factor_scorer(row_f, col_f), metrics.popularity_scorer(train[1], nitems)):

@@ -146,7 +146,7 @@ def test_resume_after_kill_matches_uninterrupted_run(preproc, tmp_path, phase):
                 == straight_model["phases"][name]["loss_history"])
 
 
-@pytest.mark.parametrize("seconds,kept", [("30", ["ckpt-4"]), ("0", ["ckpt-3", "ckpt-4"])])
+@pytest.mark.parametrize("seconds,kept", [("1e9", ["ckpt-4"]), ("0", ["ckpt-3", "ckpt-4"])])
 def test_checkpoints_follow_checkpoint_seconds(preproc, tmp_path, seconds, kept):
     """Fast epochs are checkpointed only at the phase's end unless --checkpoint_seconds 0."""
     task.run(train_args(preproc, str(tmp_path / "m"), "--epochs", "4", "--eval_fraction", "0",

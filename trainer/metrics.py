@@ -68,12 +68,14 @@ def top_k_unseen(scores: np.ndarray | None, seen_rows: np.ndarray, seen_cols: np
     """Top-k columns per row best first (ties: lower column first), seen ones excluded; -1 where
     fewer than k remain (trainer/ranking.py's exact chunked top-k). `buffer`: a reusable
     ranking.padded_scores buffer; scores=None: its first nrows rows already hold the scores."""
-    from trainer.ranking import padded_scores, top_k_rows  # TensorFlow: only when ranking
+    from trainer.ranking import CHUNK, padded_scores, top_k_rows  # TF: only when ranking
     if scores is not None:
         nrows, ncols = scores.shape
-        if buffer is None or len(buffer) < nrows:
+        if buffer is None or len(buffer) < nrows or buffer.shape[1] != -(-ncols // CHUNK) * CHUNK:
             buffer = padded_scores(nrows, ncols)
         buffer[:nrows, :ncols] = scores
+    elif buffer is None or nrows is None or ncols is None:
+        raise ValueError("scores=None needs the buffer holding them, nrows and ncols")
     buffer = buffer[:nrows]
     buffer[seen_rows, seen_cols] = -np.inf
     top_scores, top = top_k_rows(buffer, min(k, ncols))
@@ -171,24 +173,28 @@ def rmse(predict: Callable[[np.ndarray, np.ndarray], np.ndarray], users: np.ndar
 
 
 class factor_scorer:  # noqa: N801 (a ScoreFn, named like the other scorers)
-    """u·v for a block of users; `into` writes them straight into evaluate's ranking buffer."""
+    """u·v for a block of users; `into` writes them straight into evaluate's ranking buffer.
+    Both go through one padded Vᵀ, so both give the same floats (and the same ties)."""
 
     def __init__(self, row_factors: np.ndarray, col_factors: np.ndarray):
         self.row_factors = np.asarray(row_factors, np.float32)
         self.col_factors = np.asarray(col_factors, np.float32)
         self._padded_t = None
 
+    def _candidates_t(self, width: int) -> np.ndarray:
+        if self._padded_t is None or self._padded_t.shape[1] != width:
+            self._padded_t = np.zeros((self.col_factors.shape[1], width), np.float32)
+            self._padded_t[:, :len(self.col_factors)] = self.col_factors.T
+        return self._padded_t
+
     def __call__(self, block: np.ndarray) -> np.ndarray:
-        return self.row_factors[block] @ self.col_factors.T
+        nitems = len(self.col_factors)
+        return (self.row_factors[block] @ self._candidates_t(nitems))[:, :nitems]
 
     def into(self, block: np.ndarray, out: np.ndarray) -> None:
         """Scores into out[:len(block)] (its columns past nitems are padding, left at -inf)."""
-        nitems = len(self.col_factors)
-        if self._padded_t is None or self._padded_t.shape[1] != out.shape[1]:
-            self._padded_t = np.zeros((self.col_factors.shape[1], out.shape[1]), np.float32)
-            self._padded_t[:, :nitems] = self.col_factors.T
-        np.matmul(self.row_factors[block], self._padded_t, out=out[:len(block)])
-        out[:len(block), nitems:] = -np.inf
+        np.matmul(self.row_factors[block], self._candidates_t(out.shape[1]), out=out[:len(block)])
+        out[:len(block), len(self.col_factors):] = -np.inf
 
 
 def factor_predictor(row_factors: np.ndarray, col_factors: np.ndarray):

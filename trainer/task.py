@@ -31,6 +31,7 @@ imports TensorFlow, is in trainer/training.py, imported only once the flags have
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import logging
 import os
@@ -41,7 +42,6 @@ from pipeline import cli
 from trainer import metrics, objective
 
 LOG = logging.getLogger(__name__)
-
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -162,7 +162,7 @@ def memory_estimate_bytes(args: argparse.Namespace, nrows: int) -> int:
     """Peak bytes of training, roughly: the batched solves ([batch, k, k] systems and their
     factorisations, the padded ratings) and the factor matrices (both sides, with their copies)."""
     k = args.n_embeds
-    scale = max(1, objective.BATCH_REFERENCE_K // k)  # as trainer/wals.py plans the batches
+    scale = objective.batch_scale(k)  # as trainer/wals.py plans the batches
     solves = 3 * scale * args.batch_size * k * k * 4 + 4 * scale * args.batch_entries * k * 4
     return solves + 4 * nrows * k * 4
 
@@ -214,5 +214,18 @@ def main(argv: list[str] | None = None) -> dict:
     return summary
 
 
+def return_large_frees_to_the_os(threshold: int = 1 << 20) -> None:
+    """glibc raises its mmap threshold after each large free (up to 32 MB), so the many freed
+    multi-MB buffers of the epochs end up on the heap and stay resident: a fixed threshold keeps
+    them mmapped and returned at once (-140 MB peak at 2M interactions, same speed). Process-wide
+    and for good, so only for trainer.task as a process of its own; elsewhere than glibc: no-op."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    libc.mallopt(-3, threshold)  # M_MMAP_THRESHOLD
+
+
 if __name__ == "__main__":
+    return_large_frees_to_the_os()
     main()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import datetime
 import logging
 import time
@@ -35,21 +34,8 @@ PER_EPOCH_EVAL_USERS = 2000  # per-epoch monitoring only; the final metrics use 
 
 def run(args: argparse.Namespace, start: float) -> dict:
     """Trains WALS for flags trainer.task.run has checked; returns a summary."""
-    _return_large_frees_to_the_os()
     with _op_determinism():
         return _run(args, start)
-
-
-def _return_large_frees_to_the_os(threshold: int = 1 << 20) -> None:
-    """glibc raises its mmap threshold after each large free (up to 32 MB), so the many freed
-    multi-MB buffers of the epochs end up on the heap and stay resident: a fixed threshold keeps
-    them mmapped and returned at once (-140 MB peak at 2M interactions, same speed). Elsewhere
-    than glibc: nothing to do."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return
-    libc.mallopt(-3, threshold)  # M_MMAP_THRESHOLD
 
 
 def _scalar_summary(name: str, value: float, step: int) -> None:

@@ -57,8 +57,8 @@ import functools
 import numpy as np
 import tensorflow as tf
 
-from trainer.objective import (BATCH_REFERENCE_K, COL_WEIGHT_SCHEMES, SOLVERS,  # noqa: F401
-                               Objective, column_weights)
+from trainer.objective import (COL_WEIGHT_SCHEMES, SOLVERS, Objective,  # noqa: F401
+                               batch_scale, column_weights)
 
 PARALLEL_BATCHES = 8
 # Rows with L < SHORT_ROW_FRACTION·k entries use the L×L (Woodbury) form: L²k + L³/3 flops
@@ -83,7 +83,7 @@ class SideBatches:
     ratings: tf.Tensor        # float32 [padded entries]
     weights: tf.Tensor        # float32 [padded entries] c_ij
     row_starts: tf.Tensor     # int32 [n_batches + 1] into row_ids
-    entry_starts: tf.Tensor   # int32 [n_batches + 1] into cols / ratings / weights
+    entry_starts: tf.Tensor   # int64 [n_batches + 1] into cols / ratings / weights
     widths: tf.Tensor         # int32 [n_batches] padded row length per batch
     # int32 [n_rows]: where row i lands in the batches' concatenated output (a gather back to
     # row order; cheaper than scatter_nd, which runs single-threaded on CPU).
@@ -115,13 +115,19 @@ def plan_side(rows: np.ndarray, cols: np.ndarray, ratings: np.ndarray, weights: 
         cuts.append(begin)
     cuts = np.asarray(cuts)
     batch_widths = sorted_lengths[np.maximum(cuts[1:] - 1, 0)] if n_rows else cuts[:0]
-    row_width = np.repeat(batch_widths, np.diff(cuts))            # padded width of each row
-    entry_starts = np.concatenate([[0], np.cumsum(np.diff(cuts) * batch_widths)])
-    # Every padded slot: its row (in batch order) and position within the row.
-    slot_row = np.repeat(np.arange(n_rows), row_width)
-    slot_pos = np.arange(slot_row.size) - np.repeat(np.cumsum(row_width) - row_width, row_width)
+    entry_starts = np.concatenate([[0], np.cumsum(np.diff(cuts) * batch_widths)])  # int64
+    # Every padded slot: its row (in batch order) and position within the row; int32 and freed
+    # as soon as used (this is the planning's memory peak: ~4 arrays of padded-entry size).
+    row_width = np.repeat(batch_widths, np.diff(cuts)).astype(np.int32)  # padded width per row
+    slot_row = np.repeat(np.arange(n_rows, dtype=np.int32), row_width)
+    slot_pos = np.arange(slot_row.size, dtype=np.int64)
+    slot_pos -= np.repeat(np.cumsum(row_width, dtype=np.int64) - row_width, row_width)
     valid = slot_pos < sorted_lengths[slot_row]
-    source = order[np.where(valid, starts[by_length[slot_row]] + slot_pos, 0)]
+    source = starts[by_length[slot_row]]
+    del slot_row
+    source += slot_pos
+    del slot_pos
+    source = order[np.where(valid, source, 0)]
 
     def packed(values, dtype):
         return tf.constant(np.where(valid, values[source], 0).astype(dtype))
@@ -129,7 +135,7 @@ def plan_side(rows: np.ndarray, cols: np.ndarray, ratings: np.ndarray, weights: 
     return SideBatches(
         n_rows, tf.constant(by_length, tf.int32), packed(cols, np.int32),
         packed(ratings, np.float32), packed(weights, np.float32),
-        tf.constant(cuts, tf.int32), tf.constant(entry_starts, tf.int32),
+        tf.constant(cuts, tf.int32), tf.constant(entry_starts, tf.int64),  # > 2³¹ entries ok
         tf.constant(batch_widths, tf.int32),
         tf.constant(np.argsort(by_length, kind="stable"), tf.int32))
 
@@ -290,8 +296,8 @@ def solve_side(fixed: tf.Tensor, side: SideBatches, regularization: float,
         if cg_steps:
             solution, loss = solve(False)()
         else:
-            solution, loss = tf.cond(side.widths[b] < int(SHORT_ROW_FRACTION * k),
-                                     solve(True), solve(False))
+            short = tf.cast(side.widths[b], tf.float32) < SHORT_ROW_FRACTION * k
+            solution, loss = tf.cond(short, solve(True), solve(False))
         return b + 1, observed + loss, solved.write(b, solution)
 
     # One loop in the graph (traced once, whatever the number of batches); the executor runs
@@ -360,9 +366,7 @@ class WALS:
         stored ratings: targets, weights and per-row λ come from `Objective`."""
         get = settings.get if isinstance(settings, dict) else lambda name: getattr(settings, name)
         loss = Objective.from_settings(settings)
-        # A batch's work and memory go as entries × k: below k=128 batches take proportionally
-        # more rows and entries (MovieLens, k=32: 22 ms per CG epoch instead of 31 ms).
-        scale = max(1, BATCH_REFERENCE_K // int(get("n_embeds")))
+        scale = batch_scale(int(get("n_embeds")))
         item_weight = loss.item_weights(np.bincount(items, minlength=nitems))[items]
         targets, weights = loss.targets(ratings, item_weight)
         row_regularization = None
