@@ -161,6 +161,22 @@ def test_serialized_examples_decode_to_each_keys_sorted_row():
                                           np.array([], np.float32)) == []
 
 
+def test_serialized_examples_keep_input_order_of_a_repeated_pair():
+    # The fast sort is not stable; a repeated (key, index) must still keep its values in input
+    # order, so the bytes never depend on the sort.
+    rng = np.random.default_rng(9)
+    keys, indices = rng.integers(0, 5, 400), rng.integers(0, 6, 400)  # many repeats
+    values = np.arange(400, dtype=np.float32)
+    order = np.lexsort((indices, keys))  # stable: ties in input order
+    records = examples.serialized_examples(keys, indices, values)
+    for record, key in zip(records, np.unique(keys)):
+        rows = order[keys[order] == key]
+        example = tf.train.Example.FromString(record)
+        assert example.features.feature["key"].int64_list.value == [key]
+        assert list(example.features.feature["indices"].int64_list.value) == indices[rows].tolist()
+        assert list(example.features.feature["values"].float_list.value) == values[rows].tolist()
+
+
 def test_id_shards_are_stable_per_id_and_in_range():
     ids = [f"visitor-{n % 97}".encode() for n in range(1000)] + [b"", "é".encode()]
     array = pa.array(ids, pa.binary())
