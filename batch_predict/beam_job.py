@@ -23,7 +23,7 @@ import apache_beam as beam
 import numpy as np
 
 from batch_predict import artifacts as art
-from batch_predict.outputs import scores_line, topk_line
+from batch_predict.outputs import TopKFormatter
 from batch_predict.topk import recommendation_scorer
 from pipeline import publish
 from pipeline.artifacts import head_lines, join, write_json
@@ -72,8 +72,10 @@ class TopKPerBlockFn(beam.DoFn):
                     for key in ("excluded", "blank")}
         self.scorer = recommendation_scorer(query, candidates, np.asarray(spec["candidate_counts"]),
                                             optional["excluded"], optional["blank"])
-        self.query_vocab = art.read_vocabulary(spec["query_vocab"])
-        self.candidate_vocab = art.read_vocabulary(spec["candidate_vocab"])
+        self.formatter = TopKFormatter(art.read_vocabulary(spec["query_vocab"]),
+                                       art.read_vocabulary(spec["candidate_vocab"]),
+                                       scores=spec["write_scores"], end="")  # WriteToText adds it
+        self.ncandidates = len(self.formatter.candidates)
 
     def process(self, element):
         block_id, members = element
@@ -89,15 +91,14 @@ class TopKPerBlockFn(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(REJECTED, json.dumps(
                     {"key": row, "reason": f"row {row} appears in more than one record"}))
             seen_rows[row - start] = seen
-        seen = art.SeenMatrix.from_rows(seen_rows, len(self.candidate_vocab)).block(0, stop - start)
+        seen = art.SeenMatrix.from_rows(seen_rows, self.ncandidates).block(0, stop - start)
         block = self.scorer.block(start, stop, seen, self.spec["top_k"])
         beam.metrics.Metrics.counter("batch_predict", "rows_scored").inc(stop - start)
-        for query, candidates, scores in block.rows():
-            names = [self.candidate_vocab[c] for c in candidates.tolist()]
-            yield topk_line(self.query_vocab[query], names)
-            if self.spec["write_scores"]:
-                yield beam.pvalue.TaggedOutput("scores", scores_line(self.query_vocab[query],
-                                                                     names, scores))
+        lines, records = self.formatter.lines(block)  # the same lines as the in-process writer
+        yield from lines.to_pylist()
+        if records is not None:
+            for record in records.to_pylist():
+                yield beam.pvalue.TaggedOutput("scores", record)
 
 
 class ReadSeen(beam.PTransform):
@@ -209,7 +210,7 @@ def finish_predictions(_, plan: dict, specs: list[dict], counts: dict, *written)
     manifest = {**plan["manifest"], "rows": {**plan["manifest"].get("rows", {}),
                                              **{s["name"]: counts[f"{s['name']}.scored"] for s in specs}}}
     if plan.get("export"):
-        from batch_predict.run import export_model
+        from batch_predict.predict import export_model
         manifest["export_dir"] = export_model(**plan["export"])
     Staging.reopen(plan["output_dir"], plan["staged"], plan["run_id"]).commit(manifest)
     publish.remove_tree(plan["scratch"])

@@ -26,11 +26,11 @@ def read_ids(path: str) -> set[str]:
 
 def check_files(args) -> None:
     """ValueError naming a filter file that does not exist (before any stage runs)."""
-    import tensorflow as tf
+    from pipeline.artifacts import exists  # TensorFlow's gfile, imported only if a file is named
 
     for flag in ("exclude_items", "include_items"):
         path = getattr(args, flag, None)
-        if path and not tf.io.gfile.exists(path):
+        if path and not exists(path):
             raise ValueError(f"--{flag} {path}: no such file")
 
 

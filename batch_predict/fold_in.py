@@ -23,13 +23,8 @@ import numpy as np
 
 from batch_predict import artifacts as art
 from batch_predict import filters
-from batch_predict import outputs as out
-from batch_predict.topk import recommendation_scorer
 from pipeline import cli
 from pipeline.artifacts import VOCAB_ITEMS, VOCAB_USERS, join, read_json, read_vocabulary, vocab_path
-from trainer import input as wals_input
-from trainer import warm_start
-from trainer.fold_in import fold_in_factors, load_trained_entries
 from trainer.objective import Objective
 
 log = logging.getLogger(__name__)
@@ -69,6 +64,13 @@ def to_fold_in(users: np.ndarray, items: np.ndarray, ratings: np.ndarray, n_toda
 
 
 def run(args: argparse.Namespace) -> dict:
+    # TensorFlow (input, top-k, fold-in solve, outputs): imported here, not for --help
+    from batch_predict import outputs as out
+    from batch_predict.topk import recommendation_scorer
+    from trainer import input as wals_input
+    from trainer import warm_start
+    from trainer.fold_in import fold_in_factors, load_trained_entries
+
     started = time.time()
     filters.check_files(args)
     model = read_json(join(args.model_dir, "model.json"), missing=lambda p: art.ArtifactError(

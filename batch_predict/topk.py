@@ -11,11 +11,7 @@ For query rows Q (e.g. user factors, [nq, f]) and candidates C (e.g. item factor
     top_k(q) = the k largest scores, best first; equal scores -> the lower candidate id first
         (tf.math.top_k's documented tie rule), which makes the output deterministic.
 
-The selection is exact but cheap: candidates are cut into chunks of CHUNK columns; the k chunks
-with the largest maxima (ties -> lower chunk first) hold the top k, so tf.math.top_k runs on those
-k * CHUNK scores only. (Every element above the k-th largest x_k lies in a chunk whose max is
-> x_k, at most k - 1 of them; the elements equal to x_k that are needed are the lowest ids, found
-in the lowest-numbered chunks with max == x_k, and enough of those are taken.)
+The selection is exact but cheap: trainer/ranking.py's chunk prefilter (`top_k_rows`).
 
 Entries scoring -inf are never recommended: a row with fewer than k admissible candidates
 (k larger than the catalog, or most of it already seen) gets a shorter list, possibly empty.
@@ -30,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from batch_predict.artifacts import SeenMatrix
+from trainer.ranking import CHUNK, aligned_empty, top_k_rows  # noqa: F401 (re-exported)
 
 
 @dataclasses.dataclass
@@ -45,50 +42,6 @@ class TopKBlock:
         for offset in range(len(self.ids)):
             keep = valid[offset]
             yield self.start + offset, self.ids[offset][keep], self.scores[offset][keep]
-
-
-# TF aliases (instead of copying) host memory handed over through DLPack only when it is aligned
-# like its own allocations; a copy of a 2048 x 10k block would cost about as much as the top-k.
-_TF_ALIGNMENT = 64
-
-
-def aligned_empty(shape: tuple[int, int], alignment: int = _TF_ALIGNMENT) -> np.ndarray:
-    """An uninitialised float32 C-contiguous array whose data starts on an `alignment` boundary."""
-    nbytes = int(np.prod(shape)) * 4
-    raw = np.empty(nbytes + alignment, dtype=np.uint8)
-    offset = (-raw.ctypes.data) % alignment
-    return raw[offset:offset + nbytes].view(np.float32).reshape(shape)
-
-
-def _as_tensor(scores: np.ndarray) -> tf.Tensor:
-    if scores.flags.c_contiguous and scores.ctypes.data % _TF_ALIGNMENT == 0:
-        return tf.experimental.dlpack.from_dlpack(scores.__dlpack__())  # zero-copy
-    return tf.convert_to_tensor(scores)
-
-
-CHUNK = 64  # columns per chunk of the top-k prefilter
-
-
-def top_k_rows(scores: np.ndarray, k: int, chunk: int = CHUNK) -> tuple[np.ndarray, np.ndarray]:
-    """(values, column ids) of the k largest scores of each row, best first, ties -> lower id.
-
-    Same result as tf.math.top_k(scores, k); uses the chunk prefilter of the module docstring
-    when the row length is a multiple of `chunk` and the prefilter keeps at most 1/4 of it.
-    """
-    nrows, ncols = scores.shape
-    nchunks = ncols // chunk
-    if ncols % chunk or nchunks < 4 * k:
-        values, ids = tf.math.top_k(_as_tensor(scores), k=k, sorted=True)
-        return values.numpy(), ids.numpy().astype(np.int64)
-    chunk_max = scores.reshape(nrows, nchunks, chunk).max(axis=2)
-    best_chunks = np.sort(tf.math.top_k(chunk_max, k=k).indices.numpy(), axis=1)  # ascending
-    flat_chunks = (np.arange(nrows)[:, None] * nchunks + best_chunks).ravel()
-    shortlist = scores.reshape(nrows * nchunks, chunk)[flat_chunks].reshape(nrows, k * chunk)
-    # shortlist columns ascend with the original ids, so top_k's tie rule still means lower id.
-    values, positions = tf.math.top_k(shortlist, k=k, sorted=True)
-    positions = positions.numpy().astype(np.int64)
-    ids = np.take_along_axis(best_chunks, positions // chunk, axis=1) * chunk + positions % chunk
-    return values.numpy(), ids
 
 
 def top_k_block(query_block: np.ndarray, candidates_t: np.ndarray, seen_rows: np.ndarray,

@@ -90,4 +90,46 @@ def zipf(nusers: int = 20000, nitems: int = 5000, clusters: int = 32, seed: int 
                    int(keep_items.size), rng.permutation(users.size))
 
 
-LOADERS = {"movielens": movielens, "ga_sample": ga_sample, "zipf": zipf}
+def zipf_large(nnz_millions: float = 2.0, seed: int = 7) -> Dataset:
+    """The zipf shape scaled to ~`nnz_millions` M interactions (20k items; 125k users per M),
+    cached as .npz under bench_out: the issue 12 speed and memory sets (0.5M, 2M, 8M)."""
+    path = os.path.join(CACHE, f"zipf_{nnz_millions:g}M.npz")
+    if not os.path.exists(path):
+        data = zipf(int(125_000 * nnz_millions), 20_000, seed=seed)
+        os.makedirs(CACHE, exist_ok=True)
+        np.savez(path, users=data.users, items=data.items, ratings=data.ratings,
+                 shape=[data.nusers, data.nitems])
+    saved = np.load(path)
+    return Dataset(f"zipf_{nnz_millions:g}M", saved["users"], saved["items"], saved["ratings"],
+                   int(saved["shape"][0]), int(saved["shape"][1]))
+
+
+def write_preproc(data: Dataset, out_dir: str, shards: int = 8) -> str:
+    """`data` as a preprocess stage output (DESIGN.md: both TFRecord sides, the vocabularies
+    `u<n>` / `i<n>`, metadata.json), so `python -m trainer.task --input_dir` reads it."""
+    import json
+
+    import tensorflow as tf
+
+    from pipeline import artifacts
+    from pipeline.examples import serialized_examples
+    assets = os.path.join(out_dir, "transform_fn", "assets")
+    os.makedirs(assets, exist_ok=True)
+    for prefix, keys, indices in ((artifacts.ITEMS_FOR_USER, data.users, data.items),
+                                  (artifacts.USERS_FOR_ITEM, data.items, data.users)):
+        records = serialized_examples(keys, indices, data.ratings)
+        for shard in range(shards):
+            with tf.io.TFRecordWriter(os.path.join(out_dir, f"{prefix}-{shard:05d}")) as out:
+                for record in records[shard::shards]:
+                    out.write(record)
+    for name, prefix, size in ((artifacts.VOCAB_USERS, "u", data.nusers),
+                               (artifacts.VOCAB_ITEMS, "i", data.nitems)):
+        with open(os.path.join(assets, name), "w") as out:
+            out.write("".join(f"{prefix}{n}\n" for n in range(size)))
+    with open(os.path.join(out_dir, "metadata.json"), "w") as out:
+        json.dump({"nusers": data.nusers, "nitems": data.nitems, "interactions": int(data.users.size),
+                   "run_id": data.name, "created": "2026-01-01T00:00:00+00:00"}, out)
+    return out_dir
+
+
+LOADERS = {"movielens": movielens, "ga_sample": ga_sample, "zipf": zipf, "zipf_large": zipf_large}

@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,6 +28,7 @@ import pandas as pd
 import tensorflow as tf
 
 from benchmarks.preprocess_reference import fast_reference as pandas_reference  # noqa: F401 (old name)
+from benchmarks.processes import timed_process
 
 LOG = logging.getLogger("benchmarks.preprocess")
 TIME_TARGET, MEMORY_TARGET, FLAT_TARGET = 1.0, 1.2, 0.15  # FLAT: marginal s/M may grow <= 15 %
@@ -74,30 +74,6 @@ def same_outputs(metadata: dict, reference: dict, stage_dir: str, ref_dir: str) 
     return problems
 
 
-def timed_process(command: list[str]) -> tuple[float, float, str]:
-    """Runs a fresh Python process; (wall seconds from launch to exit, its peak RSS in MB, stdout).
-    Every side is timed this way, so interpreter start-up and imports count on all.
-
-    The peak RSS comes from /usr/bin/time, which forks the command itself: Linux folds the RSS a
-    process had when it was forked into its child's ru_maxrss, so wait4 on a child of this (big)
-    process would report at least this process's own size."""
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err, \
-            tempfile.NamedTemporaryFile("r") as peak:
-        gnu_time = os.path.exists("/usr/bin/time")
-        started = time.perf_counter()
-        child = subprocess.Popen((["/usr/bin/time", "-f", "%M", "-o", peak.name] if gnu_time else [])
-                                 + command, stdout=out, stderr=err, text=True)
-        _, status, usage = os.wait4(child.pid, 0)
-        seconds = time.perf_counter() - started
-        child.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0), err.seek(0)
-        if child.returncode != 0:
-            sys.stderr.write(err.read()[-5000:])
-            raise SystemExit(f"{command[2]} failed with exit code {child.returncode}")
-        peak_kb = int(peak.read().split()[-1]) if gnu_time else usage.ru_maxrss
-        return seconds, peak_kb / 1024, out.read()
-
-
 def _rows_list(text: str) -> list[int]:
     return [int(float(part)) for part in text.split(",") if part]
 
@@ -123,7 +99,8 @@ def measure(rows: int, args, beam_argv: list[str]) -> dict:
                           os.path.join(work, kind)]
     runs = {name: [] for name in commands}
     for round_ in range(args.rounds):
-        for name, command in commands.items():
+        order = list(commands.items())
+        for name, command in (order if round_ % 2 == 0 else order[::-1]):  # sides alternate
             runs[name].append(timed_process(command))
         LOG.info("%s round %d: %s", _label(rows), round_ + 1,
                  ", ".join(f"{name} {r[-1][0]:.2f} s {r[-1][1]:.0f} MB" for name, r in runs.items()))

@@ -4,8 +4,9 @@ Layout (DESIGN.md): root/preproc (preprocess), root/model (train), root/predicti
 Every read goes through tf.io.gfile so the same code works on local paths and gs://.
 
 It is also the one home of the artifact I/O helpers every stage uses (paths, JSON, .npy,
-vocabularies, shard lists, the sparse-row TFRecords): it imports TensorFlow and numpy but not
-Beam or TFT, so the trainer and batch prediction can import it cheaply.
+vocabularies, shard lists, the sparse-row TFRecords). It imports numpy, TensorFlow only on first
+use (`gfile`) and never Beam or TFT, so the driver's --help and flag checks, which need only the
+layout constants, stay cheap.
 """
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ import io
 import json
 import os
 import posixpath
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
-import tensorflow as tf
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 PREPROC, TUNING, MODEL, PREDICTIONS = "preproc", "tuning", "model", "predictions"
 STAGE_ORDER = ("preprocess", "tune", "train", "predict")
@@ -26,6 +29,14 @@ SHARD_PREFIXES = (USERS_FOR_ITEM, ITEMS_FOR_USER)
 VOCAB_USERS, VOCAB_ITEMS = "vocab_users", "vocab_items"
 VOCABS = {VOCAB_USERS: "nusers", VOCAB_ITEMS: "nitems"}
 FACTORS = {"row_factors.npy": "nusers", "col_factors.npy": "nitems"}
+
+
+def gfile():
+    """tf.io.gfile (local paths and gs:// alike), importing TensorFlow on first use: it takes
+    seconds, and what needs no file (--help, flag checks) should not pay for it."""
+    import tensorflow as tf
+
+    return tf.io.gfile
 
 
 class StageInputError(RuntimeError):
@@ -47,7 +58,9 @@ def stage_dir(root: str, folder: str) -> str:
 
 
 def exists(path: str) -> bool:
-    return tf.io.gfile.exists(path)
+    if "://" not in path:  # a local path: what gfile would answer, without importing TensorFlow
+        return os.path.exists(path)
+    return gfile().exists(path)
 
 
 # `missing`, where a reader takes it, builds the caller's own exception from the path (each stage
@@ -56,45 +69,45 @@ MissingError = Callable[[str], Exception]
 
 
 def _check(path: str, missing: MissingError | None) -> None:
-    if missing is not None and not tf.io.gfile.exists(path):
+    if missing is not None and not exists(path):
         raise missing(path)
 
 
 def read_json(path: str, missing: MissingError | None = None) -> dict:
     _check(path, missing)
-    with tf.io.gfile.GFile(path, "r") as f:
+    with gfile().GFile(path, "r") as f:
         return json.load(f)
 
 
 def write_json(path: str, payload: dict) -> None:
-    with tf.io.gfile.GFile(path, "w") as f:
+    with gfile().GFile(path, "w") as f:
         json.dump(payload, f, indent=2, sort_keys=True, allow_nan=False)  # strict JSON, always
 
 
 def read_npy(path: str, missing: MissingError | None = None) -> np.ndarray:
     _check(path, missing)
-    with tf.io.gfile.GFile(path, "rb") as f:  # np.load needs a seekable file: read it whole
+    with gfile().GFile(path, "rb") as f:  # np.load needs a seekable file: read it whole
         return np.load(io.BytesIO(f.read()), allow_pickle=False)
 
 
 def write_npy(path: str, array: np.ndarray) -> None:
-    with tf.io.gfile.GFile(path, "wb") as f:
+    with gfile().GFile(path, "wb") as f:
         np.save(f, array)
 
 
 def replace_dir(new: str, old: str) -> None:
     """Puts folder `new` where folder `old` is, deleting `old` first (local or gs://; on GCS a
     folder rename copies object by object, so it is not atomic there)."""
-    if tf.io.gfile.exists(old):
-        tf.io.gfile.rmtree(old)
-    tf.io.gfile.rename(new, old)
+    if gfile().exists(old):
+        gfile().rmtree(old)
+    gfile().rename(new, old)
 
 
 def head_lines(pattern: str, n: int) -> list[str]:
     """The first n lines of the files matching pattern, in name order (fewer if they are shorter)."""
     lines: list[str] = []
-    for path in sorted(tf.io.gfile.glob(pattern)):
-        with tf.io.gfile.GFile(path, "r") as f:
+    for path in sorted(gfile().glob(pattern)):
+        with gfile().GFile(path, "r") as f:
             for line in f:
                 lines.append(line.rstrip("\n"))
                 if len(lines) == n:
@@ -105,7 +118,7 @@ def head_lines(pattern: str, n: int) -> list[str]:
 def shards(folder: str, prefix: str, missing: MissingError | None = None) -> list[str]:
     """The shards folder/prefix-* sorted; `missing(pattern)` is raised when there are none."""
     pattern = join(folder, prefix + "-*")
-    files = sorted(tf.io.gfile.glob(pattern))
+    files = sorted(gfile().glob(pattern))
     if not files and missing is not None:
         raise missing(pattern)
     return files
@@ -120,14 +133,14 @@ def vocab_path(preproc: str, name: str, metadata: dict | None = None) -> str:
     """
     own = join(preproc, "transform_fn", "assets", name)
     recorded = (metadata or {}).get(name)
-    if recorded and not tf.io.gfile.exists(own) and tf.io.gfile.exists(recorded):
+    if recorded and not gfile().exists(own) and gfile().exists(recorded):
         return recorded
     return own
 
 
 def read_vocabulary(path: str) -> list[str]:
     """One original id per line; the line position is the integer id."""
-    with tf.io.gfile.GFile(path, "rb") as f:
+    with gfile().GFile(path, "rb") as f:
         lines = f.read().split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
@@ -138,7 +151,7 @@ def count_lines(path: str, chunk_bytes: int = 16 << 20) -> int:
     """Lines of a text file, as TFTransformOutput.vocabulary_size_by_name counts them, but by
     counting newlines in big chunks instead of iterating lines in Python (~0.5 s at 100k)."""
     lines, last = 0, b"\n"
-    with tf.io.gfile.GFile(path, "rb") as f:
+    with gfile().GFile(path, "rb") as f:
         while chunk := f.read(chunk_bytes):
             lines += chunk.count(b"\n")
             last = chunk[-1:]
@@ -147,6 +160,8 @@ def count_lines(path: str, chunk_bytes: int = 16 << 20) -> int:
 
 def tfrecord_dataset(files: list[str]) -> tf.data.Dataset:
     """The records of TFRecord files in the given order; a file ending in .gz is read as GZIP."""
+    import tensorflow as tf
+
     compression = ["GZIP" if path.endswith(".gz") else "" for path in files]
     if len(set(compression)) <= 1:  # the usual case: one native reader over all files
         return tf.data.TFRecordDataset(files, compression_type=compression[0] if files else "")
@@ -162,6 +177,8 @@ def sparse_row_batches(files: list[str], batch_size: int = 4096, with_values: bo
     the shard) per batch; the path lets callers name the shard holding a bad record. `values` is
     parsed only when asked for (most readers need only which ids a row has).
     """
+    import tensorflow as tf
+
     spec = {"key": tf.io.FixedLenFeature([1], tf.int64), "indices": tf.io.RaggedFeature(tf.int64)}
     if with_values:
         spec["values"] = tf.io.RaggedFeature(tf.float32)
@@ -173,7 +190,7 @@ def sparse_row_batches(files: list[str], batch_size: int = 4096, with_values: bo
 
 def npy_shape(path: str) -> tuple[int, ...]:
     """Reads only the header of a .npy file (no need to load the factors to check their size)."""
-    with tf.io.gfile.GFile(path, "rb") as f:
+    with gfile().GFile(path, "rb") as f:
         major, _ = np.lib.format.read_magic(f)
         read_header = (np.lib.format.read_array_header_1_0 if major == 1
                        else np.lib.format.read_array_header_2_0)
@@ -204,7 +221,7 @@ def check_preproc(root: str) -> dict:
                missing=lambda pattern: _missing(f"{prefix} TFRecord shards", pattern, PREPROC))
     for name, key in VOCABS.items():
         path = vocab_path(preproc, name, metadata)
-        if not tf.io.gfile.exists(path):
+        if not gfile().exists(path):
             raise _missing(f"vocabulary {name}", path, PREPROC)
         size = count_lines(path)
         if size != metadata[key]:
@@ -226,7 +243,7 @@ def check_model(root: str, metadata: dict) -> dict:
                 "another preprocessing run; re-run 'train' (with --overwrite)")
     for filename, key in FACTORS.items():
         path = join(model, filename)
-        if not tf.io.gfile.exists(path):
+        if not gfile().exists(path):
             raise _missing(f"factor matrix {filename}", path, MODEL)
         shape = npy_shape(path)
         if len(shape) != 2 or shape[0] != metadata[key]:

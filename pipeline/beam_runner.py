@@ -19,7 +19,7 @@ Facts measured with Beam 2.77 on this machine (see issue 2):
   hands the same bytes over chunk by chunk instead (chunks always end between elements, as the
   buffers hold them), with one copy each.
 - Pipelines have died with SIGSEGV at interpreter exit after writing complete outputs, so the
-  command-line entry points end with `exit_process` (flush, then os._exit).
+  command-line entry points end with `pipeline.cli.exit_process` (flush, then os._exit).
 Any explicit --runner (DirectRunner, DataflowRunner, ...) and its flags are passed through untouched.
 """
 from __future__ import annotations
@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import sys
 
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions, StandardOptions,
@@ -142,14 +141,3 @@ def describe(options: PipelineOptions) -> str:
     if is_local(options):
         return f"{runner} ({direct.direct_running_mode}, {direct.direct_num_workers or 1} worker(s))"
     return runner
-
-
-def exit_process(code: int) -> None:
-    """Flushes logs and stdio, then exits without interpreter teardown (see module docstring)."""
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:  # noqa: BLE001 - nothing useful left to do at exit
-            pass
-    os._exit(code)

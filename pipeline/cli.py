@@ -1,8 +1,10 @@
 """Flags shared by several stages, so `pipeline.run` and each stage's own entry point agree,
 and the checks every numeric flag goes through (one place: argparse types and `check_range`)."""
 import argparse
+import logging
 import math
 import os
+import sys
 
 DEFAULT_OUTPUT_DIR = "output"
 
@@ -91,3 +93,15 @@ def machine_memory_bytes() -> int:
         if limit.isdigit() and 0 < int(limit) < (physical or int(limit) + 1):
             return int(limit)
     return physical
+
+
+def exit_process(code: int) -> None:
+    """Flushes logs and stdio, then exits without interpreter teardown: Beam pipelines have died
+    with SIGSEGV there after writing complete outputs, so the Beam stages' entry points end here."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 - nothing useful left to do at exit
+            pass
+    os._exit(code)

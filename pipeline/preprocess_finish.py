@@ -16,15 +16,12 @@ import apache_beam as beam
 import tensorflow as tf
 
 from pipeline import artifacts, publish
+from pipeline.preprocess import PreprocessError  # noqa: F401 (the stage's error, raised here too)
 from transforms import preprocessing as pp
 
 LOG = logging.getLogger("pipeline.preprocess")
 REFUSED = publish.REFUSED
 MARKER = "metadata.json"  # written last: preproc/ is complete when it is there
-
-
-class PreprocessError(RuntimeError):
-    """The stage refused or failed for a reason the message explains (exit code 1)."""
 
 
 def make_plan(args, preproc: str) -> dict:

@@ -45,7 +45,8 @@ class UsageError(ValueError):
 
 
 def stage_module(stage: str):
-    """Imported lazily: TF and Beam are heavy, and each stage may run on its own machine."""
+    """The stage's command-line module (its flags, their checks, `run`). These import no
+    TensorFlow, Beam or TFT: each imports its heavy part only when the stage runs."""
     return importlib.import_module(STAGE_MODULES[stage])
 
 
@@ -116,6 +117,8 @@ def _unknown_beam_flags(beam_argv: list[str]) -> list[str]:
 
 
 def check_beam_argv(parser: argparse.ArgumentParser, beam_argv: list[str]) -> None:
+    if not beam_argv:
+        return  # nothing for Beam: no need to import it to know its options
     for i, token in enumerate(beam_argv):
         follows_flag = i > 0 and beam_argv[i - 1].startswith("--") and "=" not in beam_argv[i - 1]
         if not token.startswith("--") and not follows_flag:
@@ -202,12 +205,25 @@ def run_stage(stage: str, args: argparse.Namespace, beam_argv: list[str]) -> dic
     return stage_module(stage).run(ns, list(beam_argv))
 
 
-def check_runner(args: argparse.Namespace, beam_argv: list[str]) -> None:
-    """Cloud runs need cloud places, and a template launch runs one Beam job: fail before any
-    work starts, naming every missing flag in one line."""
+def is_template_launch(beam_argv: list[str]) -> bool:
+    """Whether the Beam flags make this a template launch (pipeline/beam_runner.py); without
+    any it cannot be one, and Beam is not imported to say so."""
+    if not beam_argv:
+        return False
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from pipeline import beam_runner
+
+    return beam_runner.is_template_launch(PipelineOptions(beam_argv))
+
+
+def check_runner(args: argparse.Namespace, beam_argv: list[str]) -> None:
+    """Cloud runs need cloud places, and a template launch runs one Beam job: fail before any
+    work starts, naming every missing flag in one line."""
+    if not beam_argv and args.trainer == "local":
+        return  # the local runner with its defaults and a local trainer: nothing to check
+    from apache_beam.options.pipeline_options import PipelineOptions
+
     from pipeline.cloud import preflight
 
     options = PipelineOptions(beam_argv)
@@ -216,7 +232,7 @@ def check_runner(args: argparse.Namespace, beam_argv: list[str]) -> None:
                         trainer=args.trainer, vertex_image=args.vertex_image)
     except preflight.PreflightError as exc:
         raise UsageError(str(exc)) from None
-    if beam_runner.is_template_launch(options):
+    if is_template_launch(beam_argv):
         beam_stage_only = (len(args.stages) == 1 and args.stages[0] in BEAM_STAGES
                            and (args.stages[0] != "predict" or getattr(args, "engine", None) == "beam"))
         if not beam_stage_only:
@@ -226,11 +242,13 @@ def check_runner(args: argparse.Namespace, beam_argv: list[str]) -> None:
                 "stages with the nightly pipeline (docs/GCP.md)")
 
 
-def check_flags(args: argparse.Namespace) -> None:
+def check_flags(args: argparse.Namespace, check: str = "validate_args") -> None:
     """Each selected stage's flag checks, before anything runs (a bad trainer flag must not
-    surface after an hour of Dataflow preprocessing)."""
+    surface after an hour of Dataflow preprocessing): `validate_args` checks values alone (no
+    file read, nothing heavy imported: a typo fails at once), `check_inputs` what the flags name
+    (input files, a warm-start model, filter files)."""
     for stage in args.stages:
-        validate = getattr(stage_module(stage), "validate_args", None)
+        validate = getattr(stage_module(stage), check, None)
         if validate is None:
             continue
         try:
@@ -256,15 +274,14 @@ def run_pipeline(args: argparse.Namespace, beam_argv: list[str]) -> dict:
 
     The output folder is locked for the whole run (pipeline/lock.py), except by a template
     launch, which ends before its job runs."""
-    from apache_beam.options.pipeline_options import PipelineOptions
+    from pipeline import lock
 
-    from pipeline import beam_runner, lock
-
+    check_flags(args)  # values first: cheap, so a typo fails before any import or I/O
     check_runner(args, beam_argv)
-    check_flags(args)
+    check_flags(args, "check_inputs")
     check_upfront(args)
     lease = None
-    if not beam_runner.is_template_launch(PipelineOptions(beam_argv)):
+    if not is_template_launch(beam_argv):
         lease = lock.acquire(args.output_dir, uuid.uuid4().hex, break_lock=args.break_lock)
     try:
         if lease is not None:

@@ -10,8 +10,8 @@ from apache_beam.options.pipeline_options import DirectOptions, StandardOptions,
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline import beam_runner, columnar, examples, preprocess, sources
-from pipeline.sources import interactions, sql, textio
+from pipeline import beam_runner, columnar, examples, preprocess
+from pipeline.sources import interactions, read, sql, textio
 from transforms import preprocessing as pp
 from tests.preprocess_fixtures import stage_args
 
@@ -78,17 +78,17 @@ def test_ids_holding_a_prediction_file_separator_are_rejected(delimiter):
 def test_bigquery_source_runs_the_validated_preset_query(tmp_path):
     args = stage_args(tmp_path, "--source", "bigquery", "--table", "my-project.my_dataset.ga_sessions_*",
                       "--ga_preset", "news", "--start_date", "20240101", "--end_date", "20240131")
-    transform = sources.source_transform(args)
-    assert isinstance(transform, sources.ReadBigQuery)
+    transform = read.source_transform(args)
+    assert isinstance(transform, read.ReadBigQuery)
     assert transform.query == sql.build_query("news", "my-project.my_dataset.ga_sessions_*", start_date="20240101",
                                               end_date="20240131")
     with pytest.raises(ValueError):
-        sources.source_transform(stage_args(tmp_path, "--source", "bigquery",
+        read.source_transform(stage_args(tmp_path, "--source", "bigquery",
                                              "--table", "my-project.ds.t`; DROP TABLE x; --"))
 
 
 def test_bigquery_rows_are_checked():
-    parsed = sources._parse_bigquery_rows([
+    parsed = read._parse_bigquery_rows([
         {"visitorId": "v1", "contentId": "c1", "value": 12.0},
         {"visitorId": "v1", "contentId": "", "value": 1.0},
         {"visitorId": "v2", "contentId": "c1", "value": 0},

@@ -85,3 +85,42 @@ def test_max_users_spreads_over_all_users_not_just_the_first():
     got = metrics.evaluate(scorer, train, test, nusers, nitems, k=2, max_users=4)
     assert got["users_evaluated"] == 4
     assert asked[0] == 0 and asked[-1] == nusers - 1 and len(set(asked)) == 4
+
+
+def test_fast_scorer_routes_rank_exactly_like_plain_scores():
+    """factor_scorer (scores written into the ranking buffer) and popularity_scorer (only the
+    head of its ranking is ranked) give the metrics of the same scores passed as plain arrays,
+    ties included (popularity has many equal counts)."""
+    rng = np.random.default_rng(3)
+    nusers, nitems = 300, 150  # not a multiple of the top-k chunk: padding columns in play
+    users, items = rng.integers(0, nusers, 6000), (rng.pareto(1.0, 6000) * 5).astype(int) % nitems
+    codes = np.unique(users * nitems + items)
+    users, items = codes // nitems, codes % nitems
+    held = metrics.split_holdout(users, 0.3, 1)
+    train, test = (users[~held], items[~held]), (users[held], items[held])
+    row_f = rng.standard_normal((nusers, 8)).astype(np.float32)
+    col_f = rng.standard_normal((nitems, 8)).astype(np.float32)
+    for fast in (metrics.factor_scorer(row_f, col_f), metrics.popularity_scorer(train[1], nitems)):
+        plain = lambda block, fast=fast: np.array(fast(block))  # noqa: E731 (no fast route)
+        for k in (5, 200):
+            got = metrics.evaluate(fast, train, test, nusers, nitems, k, block_size=64)
+            want = metrics.evaluate(plain, train, test, nusers, nitems, k, block_size=64)
+            assert got == want
+            assert got[f"ndcg@{k}"] > 0
+
+
+def test_long_evaluations_log_progress(monkeypatch, caplog):
+    """A phase running past PROGRESS_SECONDS says how far it is (here: every block)."""
+    from pipeline import progress
+    monkeypatch.setattr(progress, "PROGRESS_SECONDS", 0.0)
+    rng = np.random.default_rng(0)
+    users, items = np.repeat(np.arange(50), 4), rng.integers(0, 30, 200)
+    codes = np.unique(users * 30 + items)
+    users, items = codes // 30, codes % 30
+    held = metrics.split_holdout(users, 0.5, 0)
+    caplog.set_level("INFO", logger="progress")
+    metrics.evaluate(metrics.popularity_scorer(items[~held], 30), (users[~held], items[~held]),
+                     (users[held], items[held]), 50, 30, k=3, block_size=10, label="popularity")
+    lines = [r.getMessage() for r in caplog.records if r.name == "progress"]
+    assert lines and all(line.startswith("eval[popularity]: ") for line in lines)
+    assert "10/50 users (20%)" in lines[0]

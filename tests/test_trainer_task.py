@@ -108,7 +108,7 @@ def test_served_factors_are_refit_on_all_interactions(preproc, tmp_path):
 
 @pytest.mark.parametrize("phase", ["eval", "full"])
 def test_resume_after_kill_matches_uninterrupted_run(preproc, tmp_path, phase):
-    flags = ["--epochs", "30", *SMALL]
+    flags = ["--epochs", "30", "--checkpoint_seconds", "0", *SMALL]
     killed_dir = str(tmp_path / "killed")
     command = [sys.executable, "-m", "trainer.task", "--input_dir", preproc,
                "--output_dir", killed_dir, *flags]
@@ -144,3 +144,12 @@ def test_resume_after_kill_matches_uninterrupted_run(preproc, tmp_path, phase):
     for name in ("eval", "full"):
         assert (killed_model["phases"][name]["loss_history"]
                 == straight_model["phases"][name]["loss_history"])
+
+
+@pytest.mark.parametrize("seconds,kept", [("30", ["ckpt-4"]), ("0", ["ckpt-3", "ckpt-4"])])
+def test_checkpoints_follow_checkpoint_seconds(preproc, tmp_path, seconds, kept):
+    """Fast epochs are checkpointed only at the phase's end unless --checkpoint_seconds 0."""
+    task.run(train_args(preproc, str(tmp_path / "m"), "--epochs", "4", "--eval_fraction", "0",
+                        "--checkpoint_seconds", seconds, *SMALL))
+    state = open(tmp_path / "m" / "checkpoints" / "full" / "checkpoint").read()
+    assert re.findall(r'^all_model_checkpoint_paths: "(ckpt-\d+)"', state, re.M) == kept

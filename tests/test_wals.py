@@ -73,14 +73,13 @@ def test_half_steps_match_dense_closed_form(max_rows, max_entries, solver):
     assert loss == pytest.approx(dense, rel=1e-4)
 
 
-def test_loss_decreases_monotonically_and_batching_does_not_change_results(monkeypatch):
+def test_loss_decreases_monotonically_and_batching_does_not_change_results():
     observed, ratings, col_weight, users, items = dense_problem(seed=1, nusers=30, nitems=20,
                                                                 density=0.3)
     coarse = make_solver(users, items, ratings, col_weight, *observed.shape)
-    monkeypatch.setattr(wals, "MAX_GRAPH_BATCHES", 0)     # `fine` sweeps eagerly, not as a graph
     fine = make_solver(users, items, ratings, col_weight, *observed.shape, max_rows=3,
                        max_entries=8)
-    assert len(fine.user_side.cols) > len(coarse.user_side.cols)
+    assert fine.user_side.n_batches > coarse.user_side.n_batches
     losses = [coarse.epoch() for _ in range(8)]
     for _ in range(8):
         fine.epoch()
@@ -100,21 +99,27 @@ def test_single_factor_matches_closed_form(solver):
                                atol=1e-5, rtol=1e-4)
 
 
-def test_cg_at_large_k_uses_larger_batches_and_matches_closed_form():
-    """k >= CG_LARGE_BATCH_MIN_K doubles the CG batch budget; rows still come out exact: with
-    at most L ratings, I + ZᵀS²Z has at most L + 1 distinct eigenvalues, so L + 1 steps solve it."""
-    observed, ratings, col_weight, users, items = dense_problem(seed=5)
-    k, budget = wals.CG_LARGE_BATCH_MIN_K, dict(max_rows=2, max_entries=6)
-    cg = make_solver(users, items, ratings, col_weight, *observed.shape, k=k, solver="cg",
-                     cg_steps=observed.shape[0] + 1, **budget)
-    exact = make_solver(users, items, ratings, col_weight, *observed.shape, k=k, **budget)
-    assert len(cg.item_side.cols) < len(exact.item_side.cols)
-    v0 = cg.col_factors.numpy().astype(np.float64)
-    cg.epoch()
-    np.testing.assert_allclose(cg.row_factors.numpy(),
-                               dense_row_solve(v0, dense_weights(observed, col_weight), ratings),
-                               atol=1e-4, rtol=1e-4)
-
+def test_batches_scale_with_128_over_k_and_stay_exact():
+    """The trainer flags size batches at k=128; k=32 plans 4x the rows and entries per solve."""
+    observed, ratings, col_weight, users, items = dense_problem(seed=5, nusers=40, nitems=30)
+    flags = {"regularization": LAMBDA, "unobserved_weight": W0, "reg_scaling": "none",
+             "rating_target": "rating", "target_scale": 1.0, "target_cap": None,
+             "col_weights": "none", "feature_wt_factor": 1.0, "feature_wt_exp": 1.0, "seed": 7,
+             "batch_size": 2, "batch_entries": 40, "solver": "cg", "cg_steps": 41,
+             "init_scale": 1.0}
+    plans = {k: wals.WALS.from_settings(users, items, ratings[users, items].astype(np.float32),
+                                        *observed.shape, {**flags, "n_embeds": k})
+             for k in (32, 128)}
+    assert plans[32].item_side.n_batches < plans[128].item_side.n_batches
+    row_sizes = lambda side: np.diff(side.row_starts.numpy())  # noqa: E731
+    assert row_sizes(plans[128].item_side).max() <= 2 < row_sizes(plans[32].item_side).max() <= 8
+    for solver in plans.values():  # CG with more steps than ratings per row: exact either way
+        v0 = solver.col_factors.numpy().astype(np.float64)
+        solver.epoch()
+        np.testing.assert_allclose(
+            solver.row_factors.numpy(),
+            dense_row_solve(v0, dense_weights(observed, np.ones(observed.shape[1])), ratings),
+            atol=1e-4, rtol=1e-4)
 
 def test_cg_error_shrinks_with_steps_towards_the_exact_half_step():
     observed, ratings, col_weight, users, items = dense_problem(seed=4, nusers=40, nitems=30,
@@ -257,3 +262,19 @@ def test_objective_targets_and_weights():
         .row_regularization([0, 4], 9), [0.5, 2.0])  # an empty row keeps plain λ
     with pytest.raises(ValueError, match="rating_target"):
         Objective(rating_target="stars")
+
+
+def test_epoch_graph_does_not_grow_with_the_number_of_batches():
+    """Each side is one in-graph loop: 3 batches or hundreds trace to the same graph."""
+    observed, ratings, col_weight, users, items = dense_problem(seed=6, nusers=60, nitems=40,
+                                                                density=0.3)
+
+    def graph_size(**budget):
+        solver = make_solver(users, items, ratings, col_weight, *observed.shape, **budget)
+        graph = solver._epoch.get_concrete_function().graph
+        return solver.user_side.n_batches + solver.item_side.n_batches, len(graph.as_graph_def().node)
+
+    few, few_nodes = graph_size()
+    many, many_nodes = graph_size(max_rows=1, max_entries=1)
+    assert many >= 50 * few
+    assert many_nodes == few_nodes

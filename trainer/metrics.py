@@ -21,6 +21,9 @@ from typing import Callable
 
 import numpy as np
 
+from pipeline.progress import Progress
+
+
 ScoreFn = Callable[[np.ndarray], np.ndarray]
 RANKING_METRICS = ("ndcg", "map", "recall", "precision")  # each @k, from `evaluate`
 MAX_BLOCK_SCORES = 1 << 24  # users per block shrink so a block's score matrix stays ~128 MB
@@ -59,17 +62,22 @@ def _gather_rows(indptr: np.ndarray, indices: np.ndarray, block: np.ndarray):
     return local, indices[np.repeat(indptr[block], lengths) + offsets]
 
 
-def top_k_unseen(scores: np.ndarray, seen_rows: np.ndarray, seen_cols: np.ndarray,
-                 k: int) -> np.ndarray:
-    """Top-k columns per row best first, seen ones excluded; -1 where fewer than k remain."""
-    scores = scores.astype(np.float64, copy=True)
-    scores[seen_rows, seen_cols] = -np.inf
-    k = min(k, scores.shape[1])
-    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    top_scores = np.take_along_axis(scores, top, axis=1)
-    order = np.argsort(-top_scores, axis=1, kind="stable")
-    top = np.take_along_axis(top, order, axis=1)
-    return np.where(np.take_along_axis(top_scores, order, axis=1) == -np.inf, -1, top)
+def top_k_unseen(scores: np.ndarray | None, seen_rows: np.ndarray, seen_cols: np.ndarray,
+                 k: int, buffer: np.ndarray | None = None, nrows: int | None = None,
+                 ncols: int | None = None) -> np.ndarray:
+    """Top-k columns per row best first (ties: lower column first), seen ones excluded; -1 where
+    fewer than k remain (trainer/ranking.py's exact chunked top-k). `buffer`: a reusable
+    ranking.padded_scores buffer; scores=None: its first nrows rows already hold the scores."""
+    from trainer.ranking import padded_scores, top_k_rows  # TensorFlow: only when ranking
+    if scores is not None:
+        nrows, ncols = scores.shape
+        if buffer is None or len(buffer) < nrows:
+            buffer = padded_scores(nrows, ncols)
+        buffer[:nrows, :ncols] = scores
+    buffer = buffer[:nrows]
+    buffer[seen_rows, seen_cols] = -np.inf
+    top_scores, top = top_k_rows(buffer, min(k, ncols))
+    return np.where(top_scores == -np.inf, -1, top)
 
 
 def ranking_scores(hits: np.ndarray, n_held: np.ndarray, k: int) -> dict[str, np.ndarray]:
@@ -93,13 +101,13 @@ def ranking_scores(hits: np.ndarray, n_held: np.ndarray, k: int) -> dict[str, np
 def evaluate(score_users: ScoreFn, train: tuple[np.ndarray, np.ndarray],
              test: tuple[np.ndarray, np.ndarray], nusers: int, nitems: int, k: int,
              block_size: int = 1024, max_users: int | None = None,
-             prefix: str = "") -> dict[str, float]:
+             prefix: str = "", label: str = "") -> dict[str, float]:
     """precision/recall/map/ndcg@k and coverage of `score_users` on the held-out `test`.
 
     train / test are (user ids, item ids) COO pairs. `max_users` evaluates only the first
     that many test users, spread evenly over the user ids (cheap per-epoch monitoring; user ids are
     in vocabulary order, most active first, so the first ones alone would be biased); keys are
-    prefixed with `prefix`.
+    prefixed with `prefix`; `label` names the scorer in progress lines (every 10 s).
     """
     block_size = max(1, min(block_size, MAX_BLOCK_SCORES // max(nitems, 1)))
     train_ptr, train_items = csr_rows(*train, nusers)
@@ -110,10 +118,14 @@ def evaluate(score_users: ScoreFn, train: tuple[np.ndarray, np.ndarray],
         eval_users = eval_users[np.linspace(0, eval_users.size - 1, max_users).astype(np.int64)]
     totals = {name: 0.0 for name in RANKING_METRICS}
     recommended_items = np.zeros(nitems, bool)
+    from trainer.ranking import padded_scores  # TensorFlow: only when ranking
+    buffer = padded_scores(min(block_size, max(eval_users.size, 1)), nitems)
+    progress = Progress(f"eval[{label}]" if label else "eval", eval_users.size, "users")
     for begin in range(0, eval_users.size, block_size):
         block = eval_users[begin:begin + block_size]
         seen_rows, seen_cols = _gather_rows(train_ptr, train_items, block)
-        top = top_k_unseen(score_users(block), seen_rows, seen_cols, k)
+        top = _block_top_k(score_users, block, seen_rows, seen_cols, k, nitems, buffer)
+        progress.update(begin + block.size)
         held_rows, held_cols = _gather_rows(test_ptr, test_items, block)
         held_codes = held_rows.astype(np.int64) * nitems + held_cols
         top_codes = np.arange(block.size)[:, None].astype(np.int64) * nitems + top
@@ -129,6 +141,23 @@ def evaluate(score_users: ScoreFn, train: tuple[np.ndarray, np.ndarray],
     return result
 
 
+def _block_top_k(score_users: ScoreFn, block, seen_rows, seen_cols, k: int, nitems: int,
+                 buffer: np.ndarray) -> np.ndarray:
+    """top_k_unseen of one block of users, by the cheapest route the scorer offers."""
+    if hasattr(score_users, "shortlist"):  # same ranking for everyone: only its head matters
+        candidates = score_users.shortlist(k + int(np.bincount(seen_rows).max(initial=0)))
+        position = np.full(nitems, -1)
+        position[candidates] = np.arange(candidates.size)
+        keep = position[seen_cols] >= 0
+        top = top_k_unseen(np.asarray(score_users(block))[:, candidates], seen_rows[keep],
+                           position[seen_cols[keep]], k)
+        return np.where(top >= 0, candidates[top], -1)
+    if hasattr(score_users, "into"):  # scores straight into the buffer: no [block, nitems] copy
+        score_users.into(block, buffer)
+        return top_k_unseen(None, seen_rows, seen_cols, k, buffer, block.size, nitems)
+    return top_k_unseen(score_users(block), seen_rows, seen_cols, k, buffer)
+
+
 def rmse(predict: Callable[[np.ndarray, np.ndarray], np.ndarray], users: np.ndarray,
          items: np.ndarray, ratings: np.ndarray, chunk: int = 1 << 20) -> float:
     """Root mean squared error of predict(users, items) on the held-out ratings, chunked."""
@@ -141,18 +170,45 @@ def rmse(predict: Callable[[np.ndarray, np.ndarray], np.ndarray], users: np.ndar
     return float(np.sqrt(squared / ratings.size))
 
 
-def factor_scorer(row_factors: np.ndarray, col_factors: np.ndarray) -> ScoreFn:
-    return lambda block: row_factors[block] @ col_factors.T
+class factor_scorer:  # noqa: N801 (a ScoreFn, named like the other scorers)
+    """u·v for a block of users; `into` writes them straight into evaluate's ranking buffer."""
+
+    def __init__(self, row_factors: np.ndarray, col_factors: np.ndarray):
+        self.row_factors = np.asarray(row_factors, np.float32)
+        self.col_factors = np.asarray(col_factors, np.float32)
+        self._padded_t = None
+
+    def __call__(self, block: np.ndarray) -> np.ndarray:
+        return self.row_factors[block] @ self.col_factors.T
+
+    def into(self, block: np.ndarray, out: np.ndarray) -> None:
+        """Scores into out[:len(block)] (its columns past nitems are padding, left at -inf)."""
+        nitems = len(self.col_factors)
+        if self._padded_t is None or self._padded_t.shape[1] != out.shape[1]:
+            self._padded_t = np.zeros((self.col_factors.shape[1], out.shape[1]), np.float32)
+            self._padded_t[:, :nitems] = self.col_factors.T
+        np.matmul(self.row_factors[block], self._padded_t, out=out[:len(block)])
+        out[:len(block), nitems:] = -np.inf
 
 
 def factor_predictor(row_factors: np.ndarray, col_factors: np.ndarray):
     return lambda u, i: np.einsum("nk,nk->n", row_factors[u], col_factors[i])
 
 
-def popularity_scorer(train_items: np.ndarray, nitems: int) -> ScoreFn:
-    """Same score for every user: the item's number of training interactions."""
-    popularity = np.bincount(train_items, minlength=nitems).astype(np.float32)
-    return lambda block: np.broadcast_to(popularity, (block.size, nitems))
+class popularity_scorer:  # noqa: N801 (a ScoreFn, named like the other scorers)
+    """Same score for every user: the item's number of training interactions. A user's top k
+    unseen items are among the first k + (their seen count) of one ranking, so evaluate ranks
+    only that `shortlist`."""
+
+    def __init__(self, train_items: np.ndarray, nitems: int):
+        self.popularity = np.bincount(train_items, minlength=nitems).astype(np.float32)
+        self.ranking = np.lexsort((np.arange(nitems), -self.popularity))  # ties: lower id first
+
+    def __call__(self, block: np.ndarray) -> np.ndarray:
+        return np.broadcast_to(self.popularity, (block.size, self.popularity.size))
+
+    def shortlist(self, width: int) -> np.ndarray:
+        return self.ranking[:width]
 
 
 def item_mean_predictor(train_items: np.ndarray, train_ratings: np.ndarray, nitems: int):

@@ -22,6 +22,9 @@ import dataclasses
 
 import numpy as np
 
+SOLVERS = ("exact", "cg")  # trainer/wals.py's row solvers (named here: no TensorFlow)
+BATCH_REFERENCE_K = 128  # --batch_size / --batch_entries are per solve at this k (wals.py)
+
 COL_WEIGHT_SCHEMES = ("none", "linear", "log")
 RATING_TARGETS = ("rating", "binary")
 REG_SCALINGS = ("none", "frequency")

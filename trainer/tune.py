@@ -29,13 +29,16 @@ import sys
 import time
 import uuid
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from pipeline import cli, publish
 from pipeline.artifacts import exists, join, read_json, write_json
-from trainer import input as wals_input
-from trainer import metrics, search_space, task, wals
+from trainer import metrics, search_space, task
+
+if TYPE_CHECKING:
+    from trainer import input as wals_input  # TensorFlow: imported where the search runs
 
 LOG = logging.getLogger(__name__)
 BEST = "best.json"
@@ -65,6 +68,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 
 def validate_args(args: argparse.Namespace) -> None:
+    """Flag values alone, the trainer's included: no files, no heavy import."""
     for name in ("tune_trials", "tune_max_epochs", "tune_max_k", "tune_eval_users"):
         cli.check_range(args, name, 1)
     cli.check_range(args, "tune_folds", 1, MAX_FOLDS)
@@ -73,6 +77,11 @@ def validate_args(args: argparse.Namespace) -> None:
     cli.check_range(args, "tune_seconds", 0)
     cli.check_range(args, "tune_holdout", 0, 1, low_open=True, high_open=True)
     task.validate_args(args)
+
+
+def check_inputs(args: argparse.Namespace) -> None:
+    """What the flags name must be there (the trainer's: --warm_start_from)."""
+    task.check_inputs(args)
 
 
 def splits(users: np.ndarray, args: argparse.Namespace) -> list[np.ndarray]:
@@ -101,8 +110,11 @@ def current_values(args: argparse.Namespace) -> dict:
 
 def run(args: argparse.Namespace) -> dict:
     """Runs the search on args.input_dir and publishes args.output_dir/best.json."""
+    from trainer import input as wals_input  # TensorFlow: only now
+
     started = time.time()
     validate_args(args)
+    check_inputs(args)
     refuse_existing(args)
     matrix, metadata = wals_input.load_matrix(args.input_dir, args.batch_size)
     study = search(without_test_split(matrix, args), args)
@@ -117,6 +129,8 @@ def without_test_split(matrix: wals_input.Interactions,
     metrics an honest test of the tuned model."""
     if not getattr(args, "eval_fraction", 0):
         return matrix
+    from trainer import input as wals_input
+
     keep = ~metrics.split_holdout(matrix.users, args.eval_fraction, args.seed)
     LOG.info("tune: searching on %d of %d interactions (the train stage's --eval_fraction %g "
              "holdout is left out)", int(keep.sum()), matrix.nnz, args.eval_fraction)
@@ -127,6 +141,8 @@ def without_test_split(matrix: wals_input.Interactions,
 def search(matrix: wals_input.Interactions, args: argparse.Namespace):
     """The Optuna study over `matrix` (in memory), run to --tune_trials / --tune_seconds."""
     import optuna
+
+    from trainer import wals
 
     held_masks = splits(matrix.users, args)
     metric = f"{args.tune_metric}@{args.top_k}"

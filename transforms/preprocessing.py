@@ -23,6 +23,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from transforms import vocabulary
+from transforms.options import DEFAULT_RATING_SCALE, VOCABULARY_ANALYZERS
 
 VISITOR_ID = "visitorId"
 CONTENT_ID = "contentId"
@@ -33,8 +34,6 @@ RATING = "rating"
 
 VOCAB_USERS = "vocab_users"
 VOCAB_ITEMS = "vocab_items"
-DEFAULT_RATING_SCALE = 0.3
-VOCABULARY_ANALYZERS = ("batched", "tft")
 
 RAW_FEATURE_SPEC = {
     VISITOR_ID: tf.io.FixedLenFeature([], tf.string),

@@ -28,7 +28,7 @@ import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 from tensorflow_transform import analyzers as tft_analyzers
 
-from pipeline import columnar
+from pipeline import columnar, textfile
 
 DEFAULT_SHARDS = 8
 _TOKEN, _COUNT = "token", "count"
@@ -52,19 +52,31 @@ def _sum_shard(shard_and_tables) -> pa.Table:
     return summed.rename_columns([_TOKEN, _COUNT])
 
 
+def _all_writable(tokens: pa.Array) -> bool:
+    """No token empty or holding a line break: one numpy pass over the bytes (the usual case)."""
+    if not len(tokens):
+        return True
+    offsets = np.frombuffer(tokens.buffers()[1], np.int32)[tokens.offset:tokens.offset + len(tokens) + 1]
+    if np.diff(offsets).min() == 0:
+        return False
+    data = np.frombuffer(tokens.buffers()[2], np.uint8)[offsets[0]:offsets[-1]]
+    return not ((data == 10) | (data == 13)).any()
+
+
 def _write_vocabulary(tables: list, path: str) -> np.ndarray:
     """Sorts all tokens like tft.vocabulary and writes them, one per line; returns the path."""
+    tokens = pa.array([], pa.binary())
     if tables:
         vocab = pa.concat_tables(tables).sort_by([(_COUNT, "descending"), (_TOKEN, "descending")])
-        tokens = vocab.column(_TOKEN).to_pylist()
-        tokens = [t for t in tokens if t and b"\n" not in t and b"\r" not in t]
-    else:
-        tokens = []
-    if not tokens:  # as tft.vocabulary: an empty vocabulary file cannot initialise a lookup table
-        tokens = [_EMPTY_VOCABULARY_TOKEN]
+        tokens = vocab.column(_TOKEN).combine_chunks()
+        if not _all_writable(tokens):
+            unwritable = pc.or_(pc.equal(pc.binary_length(tokens), 0),
+                                pc.or_(pc.match_substring(tokens, b"\n"), pc.match_substring(tokens, b"\r")))
+            tokens = tokens.filter(pc.invert(unwritable))
+    if not len(tokens):  # as tft.vocabulary: an empty vocabulary file cannot initialise a lookup table
+        tokens = pa.array([_EMPTY_VOCABULARY_TOKEN], pa.binary())
     tf.io.gfile.makedirs(os.path.dirname(path))
-    with tf.io.gfile.GFile(path, "wb") as f:
-        f.write(b"\n".join(tokens) + b"\n")
+    textfile.write(path, [textfile.concat(tokens, b"\n")])
     return np.array(path)
 
 

@@ -133,10 +133,11 @@ def submit(spec: dict, *, project: str, region: str, poll_seconds: float = 60) -
 def run(tune_args: argparse.Namespace, beam_argv: list[str], options: argparse.Namespace) -> dict:
     """Tune on Vertex AI; publishes tuning/best.json from the best trial."""
     from pipeline.cloud import vertex
-    from trainer.tune import publish_best, refuse_existing, validate_args
+    from trainer.tune import check_inputs, publish_best, refuse_existing, validate_args
 
     started = time.time()
     validate_args(tune_args)
+    check_inputs(tune_args)
     refuse_existing(tune_args)
     for name, default in IGNORED_ON_VERTEX.items():
         if getattr(tune_args, name) != default:

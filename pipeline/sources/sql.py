@@ -89,6 +89,17 @@ def build_query(preset: str, table: str, *, content_dimension: int = DEFAULT_CON
     return _ecommerce_query(table, " AND ".join(where), float(purchase_weight))
 
 
+def query_for(args) -> str:
+    """The query of `--source bigquery` for the preprocess stage's flags (--table, --ga_preset,
+    --start_date, --end_date and the preset's options), every one checked: a bad one raises a
+    ValueError naming it. No I/O, no Beam: the driver runs it among its up-front flag checks."""
+    if not args.table:
+        raise ValueError("--source bigquery needs --table, e.g. project.dataset.ga_sessions_*")
+    return build_query(args.ga_preset, validate_table(args.table),
+                       content_dimension=args.content_dimension, start_date=args.start_date,
+                       end_date=args.end_date, purchase_weight=args.purchase_weight)
+
+
 def _date_filter(table: str, start_date: str | None, end_date: str | None) -> list[str]:
     if start_date is None and end_date is None:
         return []

@@ -1,0 +1,205 @@
+"""PTransforms reading each `--source` into batches of raw interaction rows, rejects and counts.
+
+Every source expands to the same three PCollections (a `SourceOutput`):
+  rows      pyarrow RecordBatches (ROW_SCHEMA): columnar (visitorId, contentId, value) triples, not yet summed per pair
+  rejected  {"raw": str, "reason": str, "source": str}, one per rejected input row
+  stats     per-batch count dicts {"input_rows", "accepted_rows", "rejected_rows", "rejected.<reason>"}
+so input_rows = accepted_rows + rejected_rows holds by construction. File sources read lines with
+`pipeline.sources.textio.ReadLineBatches` and parse a batch at a time (one DoFn call per few thousand
+lines) to keep per-element Beam overhead off the hot path. Every source rejects ids that are blank
+or hold a separator of the prediction files (`ga.id_separator_reason`) with the same reasons.
+"""
+
+import json
+import math
+from collections import Counter
+from typing import Callable, Iterable, NamedTuple
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from pipeline.sources import ga
+from pipeline.sources.interactions import InteractionsParser, read_interactions_header
+from pipeline.sources.rows import MAX_VALUE, ParsedBatch, bad_id_reason, triples_batch
+from pipeline.sources.textio import ReadLineBatches
+
+_MAX_RAW_CHARS = 10_000  # a reject keeps enough of the row to debug it, not a 100 MB line
+
+
+class SourceOutput(NamedTuple):
+    rows: beam.PCollection
+    rejected: beam.PCollection
+    stats: beam.PCollection
+
+
+def _raw_text(raw: bytes | str | dict) -> str:
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8", errors="backslashreplace")  # invalid bytes stay visible as \xNN
+    elif not isinstance(raw, str):
+        raw = json.dumps(raw, default=str, sort_keys=True)
+    return raw[:_MAX_RAW_CHARS]
+
+
+class _ParseBatchDoFn(beam.DoFn):
+    """Runs a batch parser; emits rows (main), rejected (tagged) and stats (tagged)."""
+
+    def __init__(self, parse_batch: Callable[[list], ParsedBatch], source: str):
+        self._parse_batch = parse_batch
+        self._source = source
+        self._input_rows = Metrics.counter("preprocess", "input_rows")
+        self._accepted_rows = Metrics.counter("preprocess", "accepted_rows")
+        self._rejected_rows = Metrics.counter("preprocess", "rejected_rows")
+
+    def process(self, batch: list):
+        parsed = self._parse_batch(batch)
+        by_reason = Counter(reason for _, reason in parsed.rejects)
+        accepted = parsed.input_rows - len(parsed.rejects)
+        self._input_rows.inc(parsed.input_rows)
+        self._accepted_rows.inc(accepted)
+        self._rejected_rows.inc(len(parsed.rejects))
+        for reason, count in by_reason.items():
+            Metrics.counter("preprocess", f"rejected.{reason}").inc(count)
+        for raw, reason in parsed.rejects:
+            yield beam.pvalue.TaggedOutput(
+                "rejected", {"raw": _raw_text(raw), "reason": reason, "source": self._source})
+        stats = {"input_rows": parsed.input_rows, "accepted_rows": accepted,
+                 "rejected_rows": len(parsed.rejects)}
+        stats.update({f"rejected.{reason}": count for reason, count in by_reason.items()})
+        yield beam.pvalue.TaggedOutput("stats", stats)
+        if parsed.rows.num_rows:
+            yield parsed.rows
+
+
+class _ParseBatches(beam.PTransform):
+    """Parses each batch (a list of raw rows) with `parse_batch`."""
+
+    def __init__(self, parse_batch: Callable[[list], ParsedBatch], source: str):
+        super().__init__()
+        self._parse_batch = parse_batch
+        self._source = source
+
+    def expand(self, raw_rows):
+        outputs = (raw_rows
+                   | "Parse" >> beam.ParDo(_ParseBatchDoFn(self._parse_batch, self._source))
+                   .with_outputs("rejected", "stats", main="rows"))
+        return SourceOutput(outputs.rows, outputs.rejected, outputs.stats)
+
+
+# --- ga_export ----------------------------------------------------------------------------------
+
+class _GaSessionParser:
+    """Picklable batch parser for NDJSON GA360 session lines."""
+
+    def __init__(self, preset: str, content_dimension: int, purchase_weight: float):
+        self._options = dict(preset=preset, content_dimension=content_dimension,
+                             purchase_weight=purchase_weight)
+
+    def __call__(self, lines: list[bytes]) -> ParsedBatch:
+        triples, rejects = [], []
+        lines = [line for line in lines if line.strip()]  # blank lines are not rows in NDJSON
+        for line in lines:
+            try:  # ga checks ids too (blank, separators): the same reasons as the other sources
+                triples += ga.session_interactions(ga.parse_session_line(line), **self._options)
+            except ga.RejectedRow as rejected:
+                rejects.append((line, rejected.reason))
+        return ParsedBatch(triples_batch(triples), rejects, len(lines))
+
+
+class ReadGaExport(beam.PTransform):
+    """NDJSON GA360 session files (`bq extract` format, .gz too) -> SourceOutput."""
+
+    def __init__(self, file_pattern: str, preset: str = "news", *,
+                 content_dimension: int = ga.DEFAULT_CONTENT_DIMENSION,
+                 purchase_weight: float = ga.DEFAULT_PURCHASE_WEIGHT):
+        super().__init__()
+        if preset not in ga.PRESETS:
+            raise ValueError(f"unknown --ga_preset {preset!r}; expected one of {ga.PRESETS}")
+        self._file_pattern = file_pattern
+        self._parser = _GaSessionParser(preset, content_dimension, purchase_weight)
+
+    def expand(self, pipeline):
+        return (pipeline
+                | "ReadLines" >> ReadLineBatches(self._file_pattern)
+                | "ParseSessions" >> _ParseBatches(self._parser, "ga_export"))
+
+
+# --- interactions -------------------------------------------------------------------------------
+
+class ReadInteractions(beam.PTransform):
+    """Delimited `user_id,item_id,rating` files (comma or tab, header row) -> SourceOutput."""
+
+    def __init__(self, file_pattern: str):
+        super().__init__()
+        self._file_pattern = file_pattern
+        self._header = read_interactions_header(file_pattern)
+        self._parser = InteractionsParser(self._header)
+
+    def expand(self, pipeline):
+        return (pipeline
+                | "ReadLines" >> ReadLineBatches(self._file_pattern, skip_header_lines=1,
+                                                 csv_delimiter=self._header.delimiter)
+                | "ParseInteractions" >> _ParseBatches(self._parser, "interactions"))
+
+
+# --- bigquery -----------------------------------------------------------------------------------
+
+def _parse_bigquery_rows(rows: list[dict]) -> ParsedBatch:
+    """Rows of the preset query (already summed, value > 0); still checked, never trusted."""
+    triples, rejects = [], []
+    for row in rows:
+        try:
+            visitor, content, value = row["visitorId"], row["contentId"], float(row["value"])
+        except (KeyError, TypeError, ValueError):
+            rejects.append((row, "malformed_bigquery_row"))
+            continue
+        reason = (bad_id_reason(str(visitor or ""), str(content or ""))
+                  or ("non_positive_value" if not (math.isfinite(value) and value > 0) else None)
+                  or ("value_out_of_range" if value > MAX_VALUE else None))
+        if reason:
+            rejects.append((row, reason))
+        else:
+            triples.append((str(visitor), str(content), value))
+    return ParsedBatch(triples_batch(triples), rejects, len(rows))
+
+
+class ReadBigQuery(beam.PTransform):
+    """Standard-SQL query (from pipeline.sources.sql.build_query) -> SourceOutput."""
+
+    def __init__(self, query: str):
+        super().__init__()
+        self.query = query
+
+    def expand(self, pipeline):
+        return (pipeline
+                | "Query" >> beam.io.ReadFromBigQuery(query=self.query, use_standard_sql=True)
+                | "Batch" >> beam.BatchElements(min_batch_size=512, max_batch_size=8192)
+                | "CheckRows" >> _ParseBatches(_parse_bigquery_rows, "bigquery"))
+
+
+def source_transform(args) -> beam.PTransform:
+    """The reading PTransform for args.source (the seam tests use to check what would run)."""
+    if args.source == "ga_export":
+        return ReadGaExport(args.input, args.ga_preset, content_dimension=args.content_dimension,
+                            purchase_weight=args.purchase_weight)
+    if args.source == "interactions":
+        return ReadInteractions(args.input)
+    if args.source == "bigquery":
+        from pipeline.sources import sql
+        return ReadBigQuery(sql.query_for(args))
+    raise ValueError(f"unknown --source {args.source!r}")
+
+
+def merge_stats(stats: Iterable[dict]) -> dict:
+    """Sums count dicts; keys starting with min_/max_ combine by min/max instead."""
+    merged: dict = {}
+    for part in stats:
+        for key, value in part.items():
+            if key not in merged:
+                merged[key] = value
+            elif key.startswith("min_"):
+                merged[key] = min(merged[key], value)
+            elif key.startswith("max_"):
+                merged[key] = max(merged[key], value)
+            else:
+                merged[key] += value
+    return merged
