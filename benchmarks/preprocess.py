@@ -1,21 +1,24 @@
-"""Benchmark: the preprocess stage vs a pandas+numpy reference writing the same TFRecords.
+"""Benchmark: the preprocess stage vs a straightforward pandas + tf.train.Example reference.
 
-`python -m benchmarks.preprocess [--rows 1000000 --users 100000 --items 10000]` writes a Zipf
-interactions file, then times two fresh Python processes on it, alternating for --rounds rounds:
-`python -m pipeline.preprocess --source interactions` (all of it: imports, Beam start-up, TFT
-analysis, both group-bys, writing) and the pandas+numpy reference writing the same TFRecords and
-vocabularies. Both are timed the same way, launch to exit, so interpreter start-up and imports count
-on both sides (TensorFlow's import alone is ~3 s); the ratio of the best rounds is the target
-figure. It also prints the after-import figures: the stage's own seconds vs the reference function
-alone. The comparison of outputs is exact: counts, median, both vocabularies in order, and every
-Example of both sides (bytes, else canonical bytes). Timings on a shared machine are noisy:
-compare the ratio.
+`python -m benchmarks.preprocess [--rows 1000000,4000000,8000000 --users 100000 --items 10000]`
+writes a Zipf interactions file per size, then times fresh Python processes on it, alternating
+for --rounds rounds: `python -m pipeline.preprocess --source interactions` (all of it: imports, Beam
+start-up, TFT analysis, both group-bys, writing), the straightforward reference (pandas read and
+group-by, one tf.train.Example per record built with the protobuf API, tf.io.TFRecordWriter) and,
+for context, the fast pandas+numpy reference (`benchmarks/preprocess_reference.py`). Every process
+is timed launch to exit (interpreter start-up and imports count on all sides), and its peak RSS is
+read from wait4. For each size it prints the stage / straightforward ratio (min and median over
+rounds: the min pairs the least disturbed runs), the memory ratio and the fast reference's ratio;
+across sizes, the seconds per million rows and per extra million rows. Outputs are compared
+exactly: counts, median, both vocabularies in order, and every Example of both sides (bytes, else
+canonical bytes: protobuf's map order may vary). Timings on a shared machine are noisy: compare
+the ratios.
 """
 import argparse
 import json
 import logging
 import os
-import subprocess
+import statistics
 import sys
 import tempfile
 import time
@@ -24,10 +27,11 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from benchmarks.processes import timed_process  # noqa: F401 (used below and re-exported)
-from pipeline.examples import serialized_examples  # the same Example encoding on both sides
+from benchmarks.preprocess_reference import fast_reference as pandas_reference  # noqa: F401 (old name)
+from benchmarks.processes import timed_process
 
 LOG = logging.getLogger("benchmarks.preprocess")
+TIME_TARGET, MEMORY_TARGET, FLAT_TARGET = 1.0, 1.2, 0.15  # FLAT: marginal s/M may grow <= 15 %
 
 
 def write_interactions(path: str, rows: int, users: int, items: int, seed: int) -> None:
@@ -40,35 +44,6 @@ def write_interactions(path: str, rows: int, users: int, items: int, seed: int) 
                           "item_id": np.char.add("i", item.astype(str)),
                           "rating": rng.integers(1, 6, rows)})
     frame.to_csv(path, index=False)
-
-
-def pandas_reference(path: str, out_dir: str, scale: float = 0.3) -> dict:
-    """Same outputs as the stage (vocabularies by descending frequency, median rating scale)."""
-    frame = pd.read_csv(path, dtype={"user_id": str, "item_id": str},
-                        usecols=["user_id", "item_id", "rating"])
-    frame["rating"] = pd.to_numeric(frame["rating"], errors="coerce")
-    frame = frame[np.isfinite(frame["rating"]) & (frame["rating"] >= 0)]
-    sums = frame.groupby(["user_id", "item_id"], sort=False)["rating"].sum()
-    sums = sums[sums > 0].reset_index()
-    vocabs = {}
-    for column in ("user_id", "item_id"):
-        counts = sums[column].value_counts()
-        # TFT's order: frequency descending, ties by token descending.
-        vocab = counts.reset_index().sort_values(["count", column], ascending=False)[column]
-        vocabs[column] = pd.Index(vocab.to_numpy())
-    user_ids = vocabs["user_id"].get_indexer(sums["user_id"])
-    item_ids = vocabs["item_id"].get_indexer(sums["item_id"])
-    value = sums["rating"].to_numpy(np.float32)
-    median = float(np.median(value))
-    rating = np.minimum(scale * value / median, 1.0).astype(np.float32)
-    for name, keys, indices in (("users_for_item", item_ids, user_ids),
-                                ("items_for_user", user_ids, item_ids)):
-        with tf.io.TFRecordWriter(os.path.join(out_dir, name + "-00000-of-00001")) as writer:
-            for record in serialized_examples(keys, indices, rating):
-                writer.write(record)
-    return {"nusers": len(vocabs["user_id"]), "nitems": len(vocabs["item_id"]),
-            "interactions": len(sums), "median_value": median,
-            "vocab_users": vocabs["user_id"].tolist(), "vocab_items": vocabs["item_id"].tolist()}
 
 
 def _records(pattern: str) -> list[bytes]:
@@ -99,75 +74,118 @@ def same_outputs(metadata: dict, reference: dict, stage_dir: str, ref_dir: str) 
     return problems
 
 
-def run_reference(data: str, ref_dir: str) -> None:
-    """The reference as its own process: prints its summary (and in-process seconds) as JSON."""
-    started = time.perf_counter()
-    reference = pandas_reference(data, ref_dir)
-    reference["compute_seconds"] = time.perf_counter() - started
-    print(json.dumps(reference))
+def _rows_list(text: str) -> list[int]:
+    return [int(float(part)) for part in text.split(",") if part]
+
+
+def _label(rows: int) -> str:
+    return f"{rows / 1e6:g}M" if rows >= 1_000_000 else f"{rows / 1e3:g}k"
+
+
+def measure(rows: int, args, beam_argv: list[str]) -> dict:
+    """Alternating rounds of the stage and the references on one generated file of `rows` rows."""
+    work = os.path.join(args.work_dir, _label(rows))
+    os.makedirs(work, exist_ok=True)
+    data = os.path.join(work, "interactions.csv")
+    started = time.time()
+    write_interactions(data, rows, args.users, args.items, args.seed)
+    LOG.info("wrote %d rows to %s in %.1f s (%.1f MB)", rows, data, time.time() - started,
+             os.path.getsize(data) / 2**20)
+    commands = {"stage": [sys.executable, "-m", "pipeline.preprocess", "--source", "interactions",
+                          "--input", data, "--output_dir", os.path.join(work, "beam"), "--overwrite",
+                          *beam_argv]}
+    for kind in ("straightforward", "fast")[:1 if args.no_fast_reference else 2]:
+        commands[kind] = [sys.executable, "-m", "benchmarks.preprocess_reference", kind, data,
+                          os.path.join(work, kind)]
+    runs = {name: [] for name in commands}
+    for round_ in range(args.rounds):
+        order = list(commands.items())
+        for name, command in (order if round_ % 2 == 0 else order[::-1]):  # sides alternate
+            runs[name].append(timed_process(command))
+        LOG.info("%s round %d: %s", _label(rows), round_ + 1,
+                 ", ".join(f"{name} {r[-1][0]:.2f} s {r[-1][1]:.0f} MB" for name, r in runs.items()))
+    metadata = json.loads(runs["stage"][-1][2][runs["stage"][-1][2].index("{"):])
+    problems = {}
+    for name in commands.keys() - {"stage"}:
+        reference = json.loads(runs[name][-1][2].strip().splitlines()[-1])
+        problems[name] = same_outputs(metadata, reference, os.path.join(work, "beam"),
+                                      os.path.join(work, name))
+    return {"rows": rows, "interactions": metadata["interactions"], "problems": problems,
+            "stage_seconds_after_imports": metadata["seconds"],
+            "seconds": {name: [r[0] for r in rs] for name, rs in runs.items()},
+            "rss_mb": {name: [r[1] for r in rs] for name, rs in runs.items()}}
+
+
+def _ratios(ours: list, theirs: list) -> tuple[float, float]:
+    """(min over rounds / min over rounds, median of the per-round ratios)."""
+    return min(ours) / min(theirs), statistics.median(o / t for o, t in zip(ours, theirs))
+
+
+def report_lines(result: dict) -> list[str]:
+    label, seconds, rss = _label(result["rows"]), result["seconds"], result["rss_mb"]
+    best, median = _ratios(seconds["stage"], seconds["straightforward"])
+    n = len(seconds["stage"])
+    lines = [f"{label} rows: stage {min(seconds['stage']):.2f} s vs straightforward ref "
+             f"{min(seconds['straightforward']):.2f} s: {best:.2f}x (min of {n}, median {median:.2f}x), "
+             f"target <= {TIME_TARGET:.1f}x — {'met' if best <= TIME_TARGET else 'MISSED'}"]
+    memory = min(rss["stage"]) / min(rss["straightforward"])
+    lines.append(f"{label} rows: memory {min(rss['stage']) / 1024:.2f} GB vs "
+                 f"{min(rss['straightforward']) / 1024:.2f} GB: {memory:.2f}x, target <= "
+                 f"{MEMORY_TARGET:.1f}x — {'met' if memory <= MEMORY_TARGET else 'MISSED'}")
+    if "fast" in seconds:
+        fast_best, fast_median = _ratios(seconds["stage"], seconds["fast"])
+        lines.append(f"{label} rows: (context) stage vs fast numpy ref {min(seconds['fast']):.2f} s: "
+                     f"{fast_best:.2f}x (median {fast_median:.2f}x), memory "
+                     f"{min(rss['stage']) / min(rss['fast']):.2f}x")
+    return lines
+
+
+def scaling_lines(results: list[dict]) -> list[str]:
+    """Seconds per million rows at each size, and per extra million between sizes (the marginal
+    cost, without the fixed imports): flat when no later step costs > FLAT_TARGET more."""
+    if len(results) < 2:
+        return []
+    sizes = [r["rows"] for r in results]
+    best = [min(r["seconds"]["stage"]) for r in results]
+    reference = [min(r["seconds"]["straightforward"]) for r in results]
+    per_million = ", ".join(f"{s / (n / 1e6):.2f}" for s, n in zip(best, sizes))
+    marginal = [(b1 - b0) / ((n1 - n0) / 1e6) for b0, b1, n0, n1 in zip(best, best[1:], sizes, sizes[1:])]
+    ref_marginal = [(b1 - b0) / ((n1 - n0) / 1e6)
+                    for b0, b1, n0, n1 in zip(reference, reference[1:], sizes, sizes[1:])]
+    steps = [f"{_label(n0)}→{_label(n1)}" for n0, n1 in zip(sizes, sizes[1:])]
+    growth = max(marginal) / marginal[0] - 1 if marginal[0] > 0 else float("inf")
+    flat = growth <= FLAT_TARGET
+    return [f"per million rows {_label(sizes[0])}→{_label(sizes[-1])}: {per_million} s/M "
+            f"(stage, launch to exit)",
+            "per extra million rows " + ", ".join(f"{s}: {m:.2f} s/M" for s, m in zip(steps, marginal))
+            + f" (straightforward ref: {', '.join(f'{m:.2f}' for m in ref_marginal)}) — "
+            + f"{'flat' if flat else 'NOT flat'}: grows {100 * growth:+.0f}%, target <= "
+            + f"+{100 * FLAT_TARGET:.0f}%"]
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--rows", type=_rows_list, default=[1_000_000],
+                        help="Comma-separated sizes, e.g. 1000000,4000000,8000000 (1e6 works).")
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--items", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--rounds", type=int, default=2,
-                        help="Alternating rounds; the best (least disturbed) of each side counts.")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="Alternating rounds of fresh processes per size (min and median).")
+    parser.add_argument("--no_fast_reference", action="store_true",
+                        help="Skip the fast numpy reference (context only).")
     parser.add_argument("--work_dir", default=None, help="default: a fresh temp dir")
-    parser.add_argument("--reference_only", nargs=2, metavar=("DATA", "OUT_DIR"),
-                        help=argparse.SUPPRESS)  # internal: the reference's own process
     args, beam_argv = parser.parse_known_args(argv)
-    if args.reference_only:
-        return run_reference(*args.reference_only)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    work = args.work_dir or tempfile.mkdtemp(prefix="bench_preprocess_")
-    os.makedirs(work, exist_ok=True)
-    data = os.path.join(work, "interactions.csv")
-    started = time.time()
-    write_interactions(data, args.rows, args.users, args.items, args.seed)
-    LOG.info("wrote %d rows to %s in %.1f s (%.1f MB)", args.rows, data, time.time() - started,
-             os.path.getsize(data) / 2**20)
-
-    ref_dir = os.path.join(work, "pandas")
-    os.makedirs(ref_dir, exist_ok=True)
-    stage_cmd = [sys.executable, "-m", "pipeline.preprocess", "--source", "interactions",
-                 "--input", data, "--output_dir", os.path.join(work, "beam"), "--overwrite",
-                 *beam_argv]
-    reference_cmd = [sys.executable, "-m", "benchmarks.preprocess", "--reference_only", data, ref_dir]
-    beam, pandas = [], []
-    for round_ in range(args.rounds):
-        beam.append(timed_process(stage_cmd))
-        pandas.append(timed_process(reference_cmd))
-        LOG.info("round %d: stage %.2f s, reference %.2f s", round_ + 1, beam[-1][0], pandas[-1][0])
-    beam_seconds, beam_rss, stage_out = min(beam)
-    pandas_seconds, pandas_rss, reference_out = min(pandas)
-    metadata = json.loads(stage_out[stage_out.index("{"):])
-    reference = json.loads(reference_out.strip().splitlines()[-1])
-
-    problems = same_outputs(metadata, reference, os.path.join(work, "beam"), ref_dir)
-    result = {
-        "rows": args.rows, "interactions": metadata["interactions"], "rounds": args.rounds,
-        # the target figure: both sides as fresh processes, launch to exit
-        "beam_seconds": round(beam_seconds, 2), "pandas_seconds": round(pandas_seconds, 2),
-        "ratio_beam_over_pandas": round(beam_seconds / pandas_seconds, 2),
-        "beam_rows_per_s": round(args.rows / beam_seconds),
-        "pandas_rows_per_s": round(args.rows / pandas_seconds),
-        "beam_peak_rss_mb": round(beam_rss), "pandas_peak_rss_mb": round(pandas_rss),
-        # after imports: the stage's own seconds (build + run the pipeline, write metadata) vs
-        # the reference function alone
-        "beam_stage_seconds": metadata["seconds"],
-        "pandas_compute_seconds": round(reference["compute_seconds"], 2),
-        "ratio_after_imports": round(metadata["seconds"] / reference["compute_seconds"], 2),
-        "rounds_seconds": {"beam": [round(b[0], 2) for b in beam],
-                           "pandas": [round(p[0], 2) for p in pandas]},
-        "same_outputs": not problems, "work_dir": work,
-    }
-    print(json.dumps(result, indent=2))
-    if problems:
-        raise SystemExit(f"outputs differ in {problems}: stage {metadata['rating']} vs reference "
-                         f"median {reference['median_value']}")
+    args.work_dir = args.work_dir or tempfile.mkdtemp(prefix="bench_preprocess_")
+    results = [measure(rows, args, beam_argv) for rows in args.rows]
+    lines = [line for result in results for line in report_lines(result)] + scaling_lines(results)
+    print(json.dumps({"results": results, "work_dir": args.work_dir}, indent=1))
+    print("\n".join(lines))
+    bad = {f"{_label(r['rows'])} vs {name}": p for r in results for name, p in r["problems"].items() if p}
+    if bad:
+        raise SystemExit(f"outputs differ: {bad}")
+    print("outputs identical to the references at every size")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,11 @@ Facts measured with Beam 2.77 on this machine (see issue 2):
   of fixed cost for the ~430 transforms a TFT job has); local runs skip it unless
   --pipeline_type_check is given. Element types then stay Any, so the generic coders are used;
   the outputs are the same (tests, benchmark).
+- Before each stage the in-process runner copies the stage's whole input into one buffer, then
+  into a bytes object, then into one protobuf message: three transient copies of, e.g., all
+  interactions at once (the stage's peak memory at millions of rows). `streamed_stage_inputs`
+  hands the same bytes over chunk by chunk instead (chunks always end between elements, as the
+  buffers hold them), with one copy each.
 - Pipelines have died with SIGSEGV at interpreter exit after writing complete outputs, so the
   command-line entry points end with `pipeline.cli.exit_process` (flush, then os._exit).
 Any explicit --runner (DirectRunner, DataflowRunner, ...) and its flags are passed through untouched.
@@ -101,6 +106,33 @@ def without_state_cache():
         yield
     finally:
         worker_handlers.STATE_CACHE_SIZE_MB = saved
+
+
+@contextlib.contextmanager
+def streamed_stage_inputs():
+    """In-process FnApiRunner pipelines started inside the block pass each stage's input to the
+    worker in chunks (see module docstring); other runners ignore it. Restored on exit."""
+    from apache_beam.portability.api import beam_fn_api_pb2
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.runners.worker import data_plane
+
+    original = fn_runner.BundleManager._send_input_to_worker
+
+    def send_in_chunks(manager, process_bundle_id, read_transform_id, byte_streams):
+        channel = manager._worker_handler.data_conn
+        if type(channel) is not data_plane.InMemoryDataChannel:
+            return original(manager, process_bundle_id, read_transform_id, byte_streams)
+        for chunk in byte_streams or []:  # each holds whole encoded elements
+            if chunk:
+                channel._inverse._inputs.append(beam_fn_api_pb2.Elements.Data(
+                    instruction_id=process_bundle_id, transform_id=read_transform_id, data=chunk))
+        # (the original's close() also sends its empty remainder, which the worker skips)
+
+    fn_runner.BundleManager._send_input_to_worker = send_in_chunks
+    try:
+        yield
+    finally:
+        fn_runner.BundleManager._send_input_to_worker = original
 
 
 def describe(options: PipelineOptions) -> str:

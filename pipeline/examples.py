@@ -65,7 +65,10 @@ def serialized_examples(keys: np.ndarray, indices: np.ndarray, values: np.ndarra
     keys, indices = np.asarray(keys, np.int64), np.asarray(indices, np.int64)
     if len(keys) and keys.min() >= 0 and indices.min() >= 0 and \
             int(keys.max()) < 2**62 // (int(indices.max()) + 1):
-        order = np.argsort(keys * (int(indices.max()) + 1) + indices, kind="stable")  # one int64 key
+        composite = keys * (int(indices.max()) + 1) + indices  # one int64 sort key
+        order = np.argsort(composite)  # introsort: ~5x faster than a stable sort of int64
+        if np.any(np.diff(composite[order]) == 0):  # a repeated (key, index): keep input order
+            order = np.argsort(composite, kind="stable")
     else:
         order = np.lexsort((indices, keys))
     keys, indices, values = keys[order], indices[order], values[order]

@@ -43,7 +43,7 @@ _MAX_ROWS_PER_RECORD_BATCH = 200_000
 
 RAW_ARROW_SCHEMA = pa.schema([
     (pp.VISITOR_ID, pa.list_(pa.binary())), (pp.CONTENT_ID, pa.list_(pa.binary())),
-    (pp.VALUE, pa.list_(pa.float32())), (_VALUE_PASSTHROUGH, pa.list_(pa.float64()))])
+    (pp.VALUE, pa.list_(pa.float32())), (_VALUE_PASSTHROUGH, pa.list_(pa.float32()))])
 
 
 # --- stage 1: sum per (visitor, content) -------------------------------------------------------
@@ -68,9 +68,9 @@ def _sum_shard(shard_and_parts):
     contents = kept.column(pp.CONTENT_ID).combine_chunks()
     for start in range(0, kept.num_rows, _MAX_ROWS_PER_RECORD_BATCH):
         part = slice(start, start + _MAX_ROWS_PER_RECORD_BATCH)
+        value = columnar.list_column(values[part].cast(pa.float32()))  # passed through, shared
         yield pa.RecordBatch.from_arrays([
-            columnar.list_column(visitors[part]), columnar.list_column(contents[part]),
-            columnar.list_column(values[part].cast(pa.float32())), columnar.list_column(values[part])],
+            columnar.list_column(visitors[part]), columnar.list_column(contents[part]), value, value],
             schema=RAW_ARROW_SCHEMA)
 
 
@@ -235,7 +235,7 @@ def run(args, beam_argv: list[str]) -> dict:
     build_pipeline(pipeline, source, args, plan)
     pipeline_started = time.time()
     try:
-        with beam_runner.without_state_cache():
+        with beam_runner.without_state_cache(), beam_runner.streamed_stage_inputs():
             result = pipeline.run()
             if beam_runner.is_template_launch(options):
                 LOG.info("preprocess: job graph staged; the job publishes %s itself when it ends", preproc)

@@ -124,6 +124,28 @@ def test_local_runner_defaults():
         beam_runner.pipeline_options(["--direct_running_mode=multi_threading"])
 
 
+def test_streamed_stage_inputs_lose_and_repeat_nothing():
+    # ~30 MB of 100 kB elements: the producer flushes every ~10 MB, so the shuffled and the
+    # materialised inputs reach the next stages as several chunks, each handed over on its own.
+    import apache_beam as beam
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.testing.util import assert_that, equal_to
+
+    original = fn_runner.BundleManager._send_input_to_worker
+    with beam_runner.streamed_stage_inputs():
+        assert fn_runner.BundleManager._send_input_to_worker is not original
+        with beam.Pipeline(runner=FnApiRunner()) as pipeline:
+            blobs = (pipeline | beam.Create(range(300)) | beam.Reshuffle()
+                     | beam.Map(lambda n: (n % 7, bytes([n % 251]) * 100_000)))
+            sums = (blobs | beam.GroupByKey()
+                    | beam.MapTuple(lambda key, values: (key, sorted(v[0] for v in values))))
+            total = blobs | beam.Map(lambda kv: len(kv[1])) | beam.CombineGlobally(sum)
+            assert_that(sums, equal_to([(k, sorted(n % 251 for n in range(300) if n % 7 == k))
+                                        for k in range(7)]), label="grouped")
+            assert_that(total, equal_to([300 * 100_000]), label="total")
+    assert fn_runner.BundleManager._send_input_to_worker is original
+
+
 @pytest.mark.parametrize("median", [1.0, 3.0, 64201.0, 0.0123, 35000.0])
 def test_learned_median_is_read_back_exactly(median):
     rng = np.random.default_rng(1)
@@ -159,6 +181,22 @@ def test_serialized_examples_decode_to_each_keys_sorted_row():
         assert example == reference
     assert examples.serialized_examples(np.array([], np.int64), np.array([], np.int64),
                                           np.array([], np.float32)) == []
+
+
+def test_serialized_examples_keep_input_order_of_a_repeated_pair():
+    # The fast sort is not stable; a repeated (key, index) must still keep its values in input
+    # order, so the bytes never depend on the sort.
+    rng = np.random.default_rng(9)
+    keys, indices = rng.integers(0, 5, 400), rng.integers(0, 6, 400)  # many repeats
+    values = np.arange(400, dtype=np.float32)
+    order = np.lexsort((indices, keys))  # stable: ties in input order
+    records = examples.serialized_examples(keys, indices, values)
+    for record, key in zip(records, np.unique(keys)):
+        rows = order[keys[order] == key]
+        example = tf.train.Example.FromString(record)
+        assert example.features.feature["key"].int64_list.value == [key]
+        assert list(example.features.feature["indices"].int64_list.value) == indices[rows].tolist()
+        assert list(example.features.feature["values"].float_list.value) == values[rows].tolist()
 
 
 def test_id_shards_are_stable_per_id_and_in_range():

@@ -6,7 +6,8 @@ them through three per-key shuffles and a global sort; at 100k users that was ~6
 (measured, benchmarks/preprocess.py). This analyzer computes the same vocabulary file with whole
 column batches instead:
 
-    per batch:  distinct tokens + counts (arrow), split into hash shards
+    per batch:  distinct tokens + counts (tf.unique_with_counts, in the transform graph: only
+                the distinct tokens leave TF as Python bytes), split into hash shards
     per shard:  counts summed over batches (one arrow group-by)
     globally:   shards concatenated, sorted by count descending then token descending
                 (tft.vocabulary's order), one token per line
@@ -22,7 +23,6 @@ import os
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import tensorflow as tf
 import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
@@ -36,11 +36,10 @@ _EMPTY_VOCABULARY_TOKEN = tft_analyzers.get_empy_vocabulary_dummy_value(tf.strin
 
 
 def _count_batch(batch: tuple, num_shards: int):
-    """(shard, table of distinct tokens and their counts in this batch) for each shard hit."""
-    tokens = pa.array(np.asarray(batch[0]).ravel(), type=pa.binary())
-    counted = pc.value_counts(tokens)
-    table = pa.table({_TOKEN: counted.field("values"),
-                      _COUNT: counted.field("counts").cast(pa.int64())})
+    """(shard, table of distinct tokens and their counts in this batch) for each shard hit; the
+    batch is (distinct tokens, their counts) as computed in the graph."""
+    table = pa.table({_TOKEN: pa.array(np.asarray(batch[0]).ravel(), type=pa.binary()),
+                      _COUNT: pa.array(np.asarray(batch[1]).ravel().astype(np.int64))})
     for shard, rows in columnar.shard_indices(columnar.id_shards(table.column(_TOKEN).combine_chunks(),
                                                                  num_shards)):
         yield shard, table.take(rows)
@@ -101,8 +100,11 @@ class BatchedVocabulary(tft_beam.experimental.PTransformAnalyzer):
 def compute_and_apply_vocabulary(x: tf.Tensor, vocab_filename: str,
                                  num_shards: int = DEFAULT_SHARDS) -> tf.Tensor:
     """Like tft.compute_and_apply_vocabulary(x, vocab_filename=...): int64 ids, -1 if unknown."""
+    # Counted per batch in the graph: the analyzer gets each batch's distinct tokens (a tenth of
+    # the rows for items) instead of one Python bytes object per row.
+    tokens, _, counts = tf.unique_with_counts(tf.reshape(x, [-1]), out_idx=tf.int64)
     (path,) = tft.experimental.ptransform_analyzer(
-        [x], BatchedVocabulary(vocab_filename, num_shards), [tf.string], [[]],
+        [tokens, counts], BatchedVocabulary(vocab_filename, num_shards), [tf.string], [[]],
         # content of the placeholder file TFT traces with before the analysis has run
         output_asset_default_values=[_EMPTY_VOCABULARY_TOKEN], name=f"batched_vocabulary_{vocab_filename}")
     return tft.apply_vocabulary(x, path, default_value=-1)
