@@ -76,8 +76,9 @@ def child_epochs(opts) -> dict:
     data = load(opts.dataset)
     if opts.side == "implicit":
         seconds = []
-        fit_implicit(data.users, data.items, data.ratings, (data.nusers, data.nitems), opts.k,
-                     opts.solver, opts.iterations, lambda _i, elapsed, _l: seconds.append(elapsed))
+        implicit_model(data.users, data.items, data.ratings, (data.nusers, data.nitems), opts.k,
+                       opts.solver == "cg", opts.iterations,
+                       lambda _i, elapsed, _l: seconds.append(elapsed))
         return {"seconds": seconds}
     from benchmarks.wals_vs_implicit import default_args
     from trainer import wals
@@ -92,12 +93,16 @@ def child_epochs(opts) -> dict:
     return {"seconds": seconds}
 
 
-def fit_implicit(users, items, ratings, shape, k, solver, iterations, callback=None):
+def implicit_model(users, items, ratings, shape, k, use_cg, iterations, callback=None,
+                   regularization=IMPLICIT["regularization"], alpha=IMPLICIT["alpha"],
+                   threads=None, seed=1):
+    """implicit's ALS fitted on the COO interactions (no TensorFlow imported here)."""
     import scipy.sparse as sparse
     from implicit.cpu.als import AlternatingLeastSquares
     from threadpoolctl import threadpool_limits
-    model = AlternatingLeastSquares(factors=k, iterations=iterations, use_cg=solver == "cg",
-                                    num_threads=os.cpu_count(), random_state=1, **IMPLICIT)
+    model = AlternatingLeastSquares(factors=k, iterations=iterations, use_cg=use_cg,
+                                    regularization=regularization, alpha=alpha,
+                                    num_threads=threads or os.cpu_count(), random_state=seed)
     with threadpool_limits(1, "blas"):  # implicit's own advice; it parallelises by rows
         model.fit(sparse.csr_matrix((ratings, (users, items)), shape=shape),
                   show_progress=False, callback=callback)
@@ -107,8 +112,8 @@ def fit_implicit(users, items, ratings, shape, k, solver, iterations, callback=N
 def child_implicit_process(opts) -> dict:
     """implicit's whole job: load the interactions, fit, save both factor matrices."""
     saved = np.load(opts.npz)
-    model = fit_implicit(saved["users"], saved["items"], saved["ratings"], tuple(saved["shape"]),
-                         opts.k, opts.solver, opts.iterations)
+    model = implicit_model(saved["users"], saved["items"], saved["ratings"],
+                           tuple(saved["shape"]), opts.k, opts.solver == "cg", opts.iterations)
     np.save(os.path.join(opts.out, "user_factors.npy"), np.asarray(model.user_factors))
     np.save(os.path.join(opts.out, "item_factors.npy"), np.asarray(model.item_factors))
     return {}

@@ -1,14 +1,12 @@
 """Benchmark: our TF2 WALS vs `implicit`'s ALS vs popularity on MovieLens ml-latest-small.
 
-    python -m benchmarks.wals_vs_implicit [--ratings PATH] [--tune] [--speed_only] [--json OUT]
+    python -m benchmarks.wals_vs_implicit [--ratings PATH] [--tune] [--json OUT]
     python benchmarks/wals_vs_implicit.py ...
 
 Same data, same seeded 80/20 per-user split (trainer.metrics.split_holdout), ratings scaled as
 the pipeline does (min(0.3 · rating / median, 1)), every model scored by the same
-trainer.metrics.evaluate (seen items excluded, k = 10). Speed: our epoch (exact solver, and the
-optional CG solver with 3 steps) vs one `implicit` iteration (its CG default and its exact
-use_cg=False) at the same k, same number of iterations, same thread count, measured in the same
-process (ratios are meaningful on a busy machine; absolute seconds are not). Quality: ours
+trainer.metrics.evaluate (seen items excluded, k = 10). Speed: benchmarks/trainer_speed.py.
+Quality: ours
 with the trainer's default flags vs the best of a grid over implicit's factors,
 regularization and alpha. --tune also runs a small grid over our own hyperparameters (how the
 defaults were chosen). The data is read in place (research-use licence: never copied).
@@ -32,7 +30,6 @@ from trainer import metrics, task, wals
 
 RATINGS = "/work/shared/data/ml-latest-small/ratings.csv"
 K = 10
-SPEED_K = 32  # the issue's reference point; speed is also measured at our default k
 IMPLICIT_GRID = {"factors": (16, 32, 64, 128), "regularization": (0.1, 1.0, 3.0, 10.0, 30.0, 100.0),
                  "alpha": (1.0, 3.0, 10.0, 40.0)}
 OUR_GRID = {"n_embeds": (32, 128), "regularization": (3.0, 5.0),
@@ -76,50 +73,14 @@ def fit_ours(train, nusers, nitems, args, solver_name=None):
 
 def fit_implicit(train, nusers, nitems, factors, regularization, alpha, iterations, threads,
                  seed, use_cg=True):
-    import scipy.sparse as sparse
-    from implicit.cpu.als import AlternatingLeastSquares
-    from threadpoolctl import threadpool_limits
+    """implicit's ALS on the same split: (user factors, item factors, seconds per iteration)."""
+    from benchmarks.trainer_speed import implicit_model
     users, items, ratings = train
-    user_items = sparse.csr_matrix((ratings, (users, items)), shape=(nusers, nitems))
-    model = AlternatingLeastSquares(factors=factors, regularization=regularization, alpha=alpha,
-                                    iterations=iterations, num_threads=threads,
-                                    random_state=seed, use_cg=use_cg)
-    with threadpool_limits(1, "blas"):  # implicit's own advice; it parallelises by rows
-        tick = time.perf_counter()
-        model.fit(user_items, show_progress=False)
-        seconds = time.perf_counter() - tick
+    tick = time.perf_counter()
+    model = implicit_model(users, items, ratings, (nusers, nitems), factors, use_cg, iterations,
+                           regularization=regularization, alpha=alpha, threads=threads, seed=seed)
+    seconds = time.perf_counter() - tick
     return np.asarray(model.user_factors), np.asarray(model.item_factors), seconds / iterations
-
-
-def speed(train, nusers, nitems, args, opts) -> dict:
-    """Our epoch (exact and CG solvers) vs one implicit iteration at the same k, iterations, threads.
-
-    implicit is timed twice: its default (conjugate gradient, 3 steps per row, approximate) and
-    use_cg=False (an exact Cholesky solve per row, the same work as our exact solver). Ours CG
-    uses 3 steps too (like for like with implicit's CG). Rounds alternate so all see the same
-    background load; the best round of each (the least disturbed) is compared.
-    """
-    times = {"ours_exact": [], "ours_cg": [], "implicit_cg": [], "implicit_exact": []}
-    for _ in range(opts.rounds):
-        for name in ("exact", "cg"):
-            times[f"ours_{name}"].append(
-                float(np.median(fit_ours(train, nusers, nitems, args, name)[2])))
-        for use_cg, name in ((True, "implicit_cg"), (False, "implicit_exact")):
-            times[name].append(fit_implicit(train, nusers, nitems, args.n_embeds, 1.0, 10.0,
-                                            args.epochs, opts.threads, opts.seed,
-                                            use_cg=use_cg)[2])
-    best = {name: min(values) for name, values in times.items()}
-    ratios = {"ours_exact/implicit_cg": best["ours_exact"] / best["implicit_cg"],
-              "ours_exact/implicit_exact": best["ours_exact"] / best["implicit_exact"],
-              "ours_cg/implicit_cg": best["ours_cg"] / best["implicit_cg"]}
-    print(f"speed at k={args.n_embeds}, {args.epochs} iterations, {opts.threads} threads, best of "
-          f"{opts.rounds} rounds (ms per epoch/iteration): "
-          + ", ".join(f"{name} {value * 1e3:.1f}" for name, value in best.items()) + "; ratios "
-          + ", ".join(f"{name} {value:.2f}x" for name, value in ratios.items())
-          + " (rounds ms: " + "; ".join(f"{name} {[round(x * 1e3, 1) for x in values]}"
-                                        for name, values in times.items()) + ")")
-    return {"k": args.n_embeds, "iterations": args.epochs, "threads": opts.threads,
-            "seconds_per_round": times, "best_seconds": best, "ratios": ratios}
 
 
 def score(row_factors, col_factors, train, test, nusers, nitems):
@@ -132,44 +93,26 @@ def main(argv=None) -> dict:
     parser.add_argument("--ratings", default=RATINGS)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--intra_op_threads", type=int,
-                        help="TF intra-op threads (default: --threads; TF's inter-op pool always "
-                             "gets --threads). 1 parallelises only across independent row "
-                             "batches, as implicit parallelises across rows with BLAS pinned "
-                             "to 1 thread; measured faster for both our solvers on 2 cores.")
-    parser.add_argument("--rounds", type=int, default=3, help="Alternating speed rounds.")
     parser.add_argument("--tune", action="store_true", help="Also grid-search our flags.")
-    parser.add_argument("--speed_only", action="store_true",
-                        help="Only the alternating speed rounds (no quality grid): quick check.")
     parser.add_argument("--json", help="Write the results here.")
     opts = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    import tensorflow as tf
-    tf.config.threading.set_intra_op_parallelism_threads(opts.intra_op_threads or opts.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(opts.threads)
 
     users, items, ratings, nusers, nitems = load_ratings(opts.ratings)
     held = metrics.split_holdout(users, 0.2, opts.seed)
     train = (users[~held], items[~held], ratings[~held])
     test = (users[held], items[held])
     print(f"data: {users.size} ratings, {nusers} users, {nitems} items; "
-          f"{(~held).sum()} train / {held.sum()} held out; threads={opts.threads} "
-          f"(TF intra-op {opts.intra_op_threads or opts.threads}, inter-op {opts.threads})")
+          f"{(~held).sum()} train / {held.sum()} held out; implicit threads={opts.threads}")
     results = {"data": {"ratings": int(users.size), "nusers": nusers, "nitems": nitems}}
 
     ours = default_args(seed=opts.seed)
-    if opts.speed_only:
-        results["speed"] = [speed(train, nusers, nitems, default_args(seed=opts.seed, n_embeds=k),
-                                  opts) for k in sorted({SPEED_K, ours.n_embeds})]
-        return results
     row_f, col_f, ours_seconds = fit_ours(train, nusers, nitems, ours)
     results["wals"] = {**score(row_f, col_f, train, test, nusers, nitems),
                        "epoch_seconds": ours_seconds, "hyperparameters": task.hyperparameters(ours)}
     row_f, col_f, cg_seconds = fit_ours(train, nusers, nitems, ours, "cg")
     results["wals_cg"] = {**score(row_f, col_f, train, test, nusers, nitems),
                           "epoch_seconds": cg_seconds, "cg_steps": ours.cg_steps}
-    results["speed"] = [speed(train, nusers, nitems, default_args(seed=opts.seed, n_embeds=k),
-                              opts) for k in sorted({SPEED_K, ours.n_embeds})]
 
     grid = []
     for factors, reg, alpha in itertools.product(*IMPLICIT_GRID.values()):
