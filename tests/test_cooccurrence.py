@@ -1,0 +1,105 @@
+"""Co-occurrence / PMI similar items (issue 13 part 1): the Beam transforms against a brute-force
+count on a small fixture, the PMI values, the cap, the ranking and the line format."""
+import itertools
+import math
+
+import apache_beam as beam
+import numpy as np
+import pytest
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+from apache_beam.testing.util import assert_that, equal_to
+
+from pipeline import cooc_job
+from pipeline.sources.rows import triples_batch
+from transforms import cooccurrence
+
+
+def fixture_rows(seed=3, visitors=40, items=12):
+    """(visitor, item, value) rows: repeats, a zero-value row, non-ASCII and prefix-sharing ids."""
+    rng = np.random.default_rng(seed)
+    names = [f"item-{i}".encode() for i in range(items - 2)] + ["ü".encode(), b"item-1x"]
+    rows = []
+    for v in range(visitors):
+        for item in rng.choice(len(names), size=rng.integers(1, 8)):
+            rows.append((f"v{v}".encode(), names[item], float(rng.integers(1, 4))))
+    rows.append((b"v0", b"item-9", 0.0))  # not an interaction
+    return rows
+
+
+def brute_force(rows, cap):
+    groups = {}
+    for visitor, item, value in rows:
+        if value > 0:
+            groups.setdefault(visitor, set()).add(item)
+    capped = {g: cooccurrence.capped_items(g, items, cap) for g, items in groups.items()}
+    pairs, counts = {}, {}
+    for items in capped.values():
+        for item in items:
+            counts[item] = counts.get(item, 0) + 1
+        for a, b in itertools.combinations(sorted(items), 2):
+            pairs[(a, b)] = pairs.get((a, b), 0) + 1
+    return capped, pairs, counts, len(capped)
+
+
+def batches_of(rows, size=17):
+    return [triples_batch(rows[i:i + size]) for i in range(0, len(rows), size)]
+
+
+@pytest.mark.parametrize("cap", [3, 50])
+def test_counts_match_a_brute_force_count(cap):
+    rows = fixture_rows()
+    capped, pairs, counts, groups = brute_force(rows, cap)
+    batches = batches_of(rows)
+    with beam.Pipeline(runner=FnApiRunner()) as p:
+        grouped = p | beam.Create(batches) | cooc_job.ItemsPerGroup(cap)
+        got = grouped | cooc_job.CountCooccurrences()
+        assert_that(grouped, equal_to(list(capped.items())), label="groups")
+        assert_that(got["pairs"], equal_to(list(pairs.items())), label="pairs")
+        assert_that(got["items"], equal_to(list(counts.items())), label="items")
+        assert_that(got["groups"], equal_to([groups]), label="group count")
+    assert max(len(items) for items in capped.values()) <= cap
+
+
+def test_cap_is_a_stable_subset_and_bounds_the_pairs():
+    items = [f"i{n}".encode() for n in range(500)]
+    kept = cooccurrence.capped_items(b"crawler", items + items[:100], cap=50)
+    assert len(kept) == 50 and set(kept) <= set(items) and kept == sorted(kept)
+    assert kept == cooccurrence.capped_items(b"crawler", list(reversed(items)), cap=50)
+    assert kept != cooccurrence.capped_items(b"another visitor", items, cap=50)
+    assert len(list(cooccurrence.item_pairs(kept))) == 50 * 49 // 2
+    assert cooccurrence.capped_items(b"g", [b"b", b"a", b"b"], cap=50) == [b"a", b"b"]
+
+
+def test_sppmi_values():
+    # 100 groups; a in 10, b in 20, together in 5: PMI = log(5 * 100 / 200) = log 2.5
+    assert cooccurrence.sppmi(5, 10, 20, 100) == pytest.approx(math.log(2.5))
+    assert cooccurrence.sppmi(5, 10, 20, 100, shift=2.0) == pytest.approx(math.log(1.25))
+    assert cooccurrence.sppmi(5, 10, 20, 100, shift=3.0) is None       # below the shift: dropped
+    assert cooccurrence.sppmi(1, 1, 1, 100) is None                    # rare pair: below min_count
+    assert cooccurrence.sppmi(1, 1, 1, 100, min_count=1) == pytest.approx(math.log(100))
+    assert cooccurrence.sppmi(2, 50, 50, 100) is None                  # independent or worse
+
+
+def test_similar_items_are_the_best_sppmi_neighbours_best_first():
+    rows = fixture_rows(seed=5, visitors=200)
+    capped, pairs, counts, groups = brute_force(rows, 50)
+    expected = {}
+    for (a, b), n in pairs.items():
+        score = cooccurrence.sppmi(n, counts[a], counts[b], groups)
+        if score is not None:
+            expected.setdefault(a, []).append((b, score))
+            expected.setdefault(b, []).append((a, score))
+    want = sorted(cooc_job.similar_items_line((item, cooccurrence.top_neighbours(ns, 3)))
+                  for item, ns in expected.items())
+    batches = batches_of(rows, size=len(rows))
+    with beam.Pipeline(runner=FnApiRunner()) as p:
+        counted = p | beam.Create(batches) | cooc_job.ItemsPerGroup() | cooc_job.CountCooccurrences()
+        lines = (counted | cooc_job.ScorePairs() | cooc_job.TopSimilar(3)
+                 | beam.Map(cooc_job.similar_items_line))
+        assert_that(lines, equal_to(want))
+    assert want and all(len(line.split("\t")[1].split(",")) <= 3 for line in want)
+
+
+def test_ranking_puts_higher_scores_then_lower_ids_first():
+    ranked = cooccurrence.top_neighbours([(b"b", 1.0), (b"ab", 2.0), (b"a", 2.0), (b"c", 0.5)], 3)
+    assert [item for item, _ in ranked] == [b"a", b"ab", b"b"]
