@@ -34,8 +34,8 @@ def stage_commands(output_dir: str) -> dict[str, tuple[list[str], int]]:
     """{label: (python arguments, expected exit code)} of the stage processes that must start
     cheaply; the rejected flag's run is pointed at `output_dir` (it must write nothing there)."""
     commands = {f"{module} --help": (["-m", module, "--help"], 0)
-                for module in ("pipeline.run", "pipeline.preprocess", "trainer.tune", "trainer.task",
-                               "batch_predict.run", "batch_predict.fold_in")}
+                for module in ("pipeline.run", "pipeline.preprocess", "pipeline.cooc", "trainer.tune",
+                               "trainer.task", "batch_predict.run", "batch_predict.fold_in")}
     commands[REJECTED_FLAG] = (["-m", "pipeline.run", "--epochs", "0", "--output_dir", output_dir], 2)
     return commands
 

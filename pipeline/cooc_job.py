@@ -12,10 +12,24 @@ as no interaction, as in preprocess (pairs summed to <= 0 are dropped there).
 """
 from __future__ import annotations
 
+import datetime
+import json
+import logging
+import time
+import uuid
+
 import apache_beam as beam
 
+from pipeline import artifacts, beam_runner, lock, publish
+from pipeline.cooc import COOC
+from pipeline.preprocess import PreprocessError
+from pipeline.preprocess_finish import check_counts
+from pipeline.sources import sql
+from pipeline.sources.read import merge_stats, source_transform
 from pipeline.sources.rows import ROW_SCHEMA
 from transforms import cooccurrence
+
+LOG = logging.getLogger("pipeline.cooc")
 
 _GROUP, _ITEM, _VALUE = (field.name for field in ROW_SCHEMA)
 
@@ -98,3 +112,111 @@ def similar_items_line(item_and_neighbours) -> str:
     """`contentId<TAB>contentId1,contentId2,...` (best first), the similar_items-* format."""
     item, neighbours = item_and_neighbours
     return "\t".join([item.decode("utf-8"), ",".join(n.decode("utf-8") for n, _ in neighbours)])
+
+
+# --- the stage's job ---------------------------------------------------------------------------
+
+MARKER = "manifest.json"  # written last: cooc/ is complete when it is there
+
+
+def make_plan(args, final: str) -> dict:
+    """What the in-pipeline finishing step needs, as plain values (it runs on a worker)."""
+    scratch = artifacts.join(args.output_dir, f"_tmp_cooc_{uuid.uuid4().hex[:8]}")
+    return {"final": final, "scratch": scratch, "staging": artifacts.join(scratch, "cooc"),
+            "run_id": uuid.uuid4().hex, "started": time.time(), "source": args.source,
+            "input": args.table if args.source == "bigquery" else args.input,
+            "max_rejected_fraction": args.max_rejected_fraction,
+            "settings": {"scope": args.cooc_scope, "max_items": args.cooc_max_items,
+                         "pmi_shift": args.pmi_shift, "pmi_min_count": args.pmi_min_count,
+                         "top_n": args.cooc_top_n}}
+
+
+def build_pipeline(pipeline: beam.Pipeline, source: beam.PTransform, args, plan: dict) -> None:
+    """The whole stage, top to bottom; the last step checks the counts and publishes."""
+    staging = plan["staging"]
+    read = pipeline | "Read" >> source
+    rejects_written = (read.rejected | "RejectToJson" >> beam.Map(json.dumps, sort_keys=True)
+                       | "WriteRejects" >> beam.io.WriteToText(artifacts.join(staging, "rejected")))
+    groups = read.rows | "ItemsPerGroup" >> ItemsPerGroup(args.cooc_max_items)
+    counts = groups | "Count" >> CountCooccurrences()
+    similar = (counts | "Score" >> ScorePairs(args.pmi_shift, args.pmi_min_count)
+               | "Top" >> TopSimilar(args.cooc_top_n))
+    lines_written = (similar | "Lines" >> beam.Map(similar_items_line)
+                     | "WriteSimilar" >> beam.io.WriteToText(
+                         artifacts.join(staging, "pmi_similar_items")))
+    stats = read.stats | "MergeStats" >> beam.CombineGlobally(merge_stats)
+    listed = similar | "CountListed" >> beam.combiners.Count.Globally()
+    pairs = counts["pairs"] | "CountPairs" >> beam.combiners.Count.Globally()
+    _ = (pipeline | "Once" >> beam.Create([None])
+         | "CheckPublish" >> beam.Map(
+             finish_stage, plan, beam.pvalue.AsSingleton(stats),
+             beam.pvalue.AsSingleton(counts["groups"]), beam.pvalue.AsSingleton(pairs),
+             beam.pvalue.AsSingleton(listed), beam.pvalue.AsList(rejects_written),
+             beam.pvalue.AsList(lines_written)))
+
+
+def finish_stage(_, plan: dict, stats: dict, groups: int, pairs: int, listed: int,
+                 *written) -> None:
+    """Refuses (counts that do not add up, too many rejects, nothing read) or publishes cooc/.
+    Idempotent, like preprocess's: a retried bundle finds its own marker and stops."""
+    if publish.marker_run_id(plan["final"], MARKER) == plan["run_id"]:
+        publish.remove_tree(plan["scratch"])
+        return
+    try:
+        check_counts(plan, {**stats, "rated_rows": groups})
+    except PreprocessError as refusal:
+        artifacts.write_json(artifacts.join(plan["scratch"], publish.REFUSED), {"error": str(refusal)})
+        raise
+    manifest = {"run_id": plan["run_id"], "source": plan["source"], "input": plan["input"],
+                "input_rows": stats["input_rows"], "accepted_rows": stats["accepted_rows"],
+                "rejected_rows": stats["rejected_rows"],
+                "rejected_by_reason": {k.split(".", 1)[1]: v for k, v in sorted(stats.items())
+                                       if k.startswith("rejected.")},
+                "groups": groups, "pairs": pairs, "items_with_similar": listed,
+                **plan["settings"],
+                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "seconds": round(time.time() - plan["started"], 3)}
+    if not artifacts.exists(artifacts.join(plan["staging"], MARKER)):
+        publish.write_marker(plan["staging"], MARKER, manifest)
+    publish.publish(plan["staging"], plan["final"], MARKER, plan["run_id"])
+    publish.remove_tree(plan["scratch"])
+    LOG.info("cooc: %d groups, %d co-occurring pairs, %d items with similar items, %.1f s -> %s",
+             groups, pairs, listed, manifest["seconds"], plan["final"])
+
+
+def run(args, beam_argv: list[str]) -> dict:
+    """Runs the job for checked flags (with their default --input); returns manifest.json."""
+    final = artifacts.stage_dir(args.output_dir, COOC)
+    source = source_transform(args)
+    options = beam_runner.pipeline_options(
+        beam_argv, input_size=0 if args.source == "bigquery" else beam_runner.input_bytes(args.input))
+    if beam_runner.is_template_launch(options):
+        raise ValueError("the cooc stage does not run from a template yet; run it with "
+                         "--runner DataflowRunner (it waits for the job) or locally")
+    if args.source == "bigquery":
+        sql.check_bigquery_ready(options)
+    if artifacts.exists(final) and artifacts.gfile().listdir(final) and not args.overwrite:
+        raise PreprocessError(f"{final} is not empty; pass --overwrite to replace it (only once "
+                              "the new output is complete) or choose another --output_dir")
+    plan = make_plan(args, final)
+    lock.mark_scratch(plan["scratch"], plan["run_id"])
+    LOG.info("cooc: source=%s input=%s runner=%s", args.source, plan["input"],
+             beam_runner.describe(options))
+    pipeline = beam.Pipeline(runner=beam_runner.runner_for(options), options=options)
+    build_pipeline(pipeline, source, args, plan)
+    try:
+        with beam_runner.without_state_cache(), beam_runner.streamed_stage_inputs():
+            pipeline.run().wait_until_finish()
+    except BaseException:
+        refusal = artifacts.join(plan["scratch"], publish.REFUSED)
+        if artifacts.exists(refusal):  # refused in the pipeline: keep the rejects for the user
+            raise PreprocessError(artifacts.read_json(refusal)["error"]) from None
+        if artifacts.exists(plan["scratch"]):
+            publish.remove_tree(plan["scratch"])
+        raise
+    manifest = artifacts.read_json(artifacts.join(final, MARKER))
+    if manifest.get("run_id") != plan["run_id"]:
+        raise PreprocessError(f"the pipeline finished but {final} was not published by it")
+    LOG.info("cooc: %d input rows = %d accepted + %d rejected %s", manifest["input_rows"],
+             manifest["accepted_rows"], manifest["rejected_rows"], manifest["rejected_by_reason"])
+    return manifest

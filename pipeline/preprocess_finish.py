@@ -88,7 +88,7 @@ def check_counts(plan: dict, stats: dict) -> None:
     accepted = stats.get("accepted_rows", 0)
     LOG.info("preprocess: %d input rows = %d accepted + %d rejected %s", input_rows, accepted,
              rejected, _rejected_by_reason(stats))
-    kept = f"; {plan['preproc']} was left as it was"
+    kept = f"; {plan.get('preproc') or plan['final']} was left as it was"  # or the cooc stage's
     rejects = artifacts.join(plan["staging"], "rejected-*")
     if input_rows != accepted + rejected:
         raise PreprocessError(f"counts do not add up: {input_rows} input rows != {accepted} accepted "

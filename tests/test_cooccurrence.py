@@ -103,3 +103,42 @@ def test_similar_items_are_the_best_sppmi_neighbours_best_first():
 def test_ranking_puts_higher_scores_then_lower_ids_first():
     ranked = cooccurrence.top_neighbours([(b"b", 1.0), (b"ab", 2.0), (b"a", 2.0), (b"c", 0.5)], 3)
     assert [item for item, _ in ranked] == [b"a", b"ab", b"b"]
+
+
+def test_stage_end_to_end_counts_add_up_and_lines_match(tmp_path):
+    """`python -m pipeline.cooc` on an interactions file with a bad row: rejects accounted for,
+    every id read back exactly, lines equal to the brute-force ranking; a rerun refuses without
+    --overwrite and leaves the output as it was."""
+    import json
+    import subprocess
+    import sys
+
+    rows = fixture_rows(seed=7, visitors=150)
+    data = tmp_path / "interactions.csv"
+    data.write_text("user_id,item_id,rating\n"
+                    + "".join(f"{v.decode()},{i.decode()},{r}\n" for v, i, r in rows)
+                    + "v1,item-2,not-a-number\n")
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "pipeline.cooc", "--source", "interactions", "--input",
+               str(data), "--output_dir", str(out), "--cooc_top_n", "4"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    manifest = json.loads((out / "cooc" / "manifest.json").read_text())
+    assert manifest["input_rows"] == len(rows) + 1 == manifest["accepted_rows"] + manifest["rejected_rows"]
+    assert manifest["rejected_rows"] == 1
+    capped, pairs, counts, groups = brute_force([r for r in rows if r[2] > 0], 50)
+    assert (manifest["groups"], manifest["pairs"]) == (groups, len(pairs))
+    expected = {}
+    for (a, b), n in pairs.items():
+        score = cooccurrence.sppmi(n, counts[a], counts[b], groups)
+        if score is not None:
+            expected.setdefault(a, []).append((b, score))
+            expected.setdefault(b, []).append((a, score))
+    want = sorted(cooc_job.similar_items_line((item, cooccurrence.top_neighbours(ns, 4)))
+                  for item, ns in expected.items())
+    got = sorted(line for path in (out / "cooc").glob("pmi_similar_items-*")
+                 for line in path.read_text(encoding="utf-8").splitlines())
+    assert got == want and any("ü" in line for line in got)
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 1 and "not empty" in again.stderr
+    assert json.loads((out / "cooc" / "manifest.json").read_text())["run_id"] == manifest["run_id"]

@@ -1,0 +1,85 @@
+"""Co-occurrence stage: similar items by shifted positive PMI over the same sources as preprocess.
+
+    python -m pipeline.cooc [--source ...] [--input ...] [--output_dir output] [--cooc_max_items 50]
+
+Reads the interactions exactly as the preprocess stage does (same --source, presets, rejects and
+counts: input = accepted + rejected), groups each visitor's items over the input's window, caps a
+group at --cooc_max_items items, counts the pairs and writes OUTPUT_DIR/cooc/ (issue 13):
+  pmi_similar_items-*  contentId<TAB>contentId1,contentId2,... best first (up to --cooc_top_n)
+  rejected-*           rejected rows with their reason, as preprocess writes them
+  manifest.json        the marker, written last: run id, counts and the settings
+The math is in transforms/cooccurrence.py, the Beam job in pipeline/cooc_job.py (imported only
+once the flags have passed). Not yet: session scope, PMI embeddings, BigQuery tables, the driver's
+--stages cooc.
+"""
+import argparse
+import logging
+
+from pipeline import cli, preprocess
+from transforms import cooccurrence
+
+LOG = logging.getLogger(__name__)
+COOC = "cooc"          # OUTPUT_DIR/cooc
+SCOPES = ("visitor",)  # session: needs the sources to keep session ids (not yet)
+
+
+def add_args(parser: argparse.ArgumentParser) -> None:
+    """Flags owned by the cooc stage (the source flags are preprocess's)."""
+    g = parser.add_argument_group("co-occurrence (cooc)")
+    g.add_argument("--cooc_scope", choices=SCOPES, default="visitor",
+                   help="Group of items whose pairs co-occur: a visitor over the input's window.")
+    g.add_argument("--cooc_max_items", type=int, default=cooccurrence.DEFAULT_CAP,
+                   help="Items per group at most (a stable hash picks which): one heavy visitor "
+                        "then adds at most n(n-1)/2 pairs.")
+    g.add_argument("--pmi_shift", type=cli.finite_float, default=cooccurrence.DEFAULT_SHIFT,
+                   help="s of max(PMI - log s, 0); 1 keeps every positive association.")
+    g.add_argument("--pmi_min_count", type=int, default=cooccurrence.DEFAULT_MIN_COUNT,
+                   help="Pairs seen together in fewer groups are dropped (PMI over-rewards rare pairs).")
+    g.add_argument("--cooc_top_n", type=int, default=10, help="Similar items listed per item.")
+
+
+def validate_args(args: argparse.Namespace) -> None:
+    """Flag values alone: no files, no heavy import."""
+    preprocess.validate_args(args)
+    cli.check_range(args, "cooc_max_items", 2, 10_000)
+    cli.check_range(args, "pmi_shift", 1)
+    cli.check_range(args, "pmi_min_count", 1)
+    cli.check_range(args, "cooc_top_n", 1, 10_000)
+
+
+def run(args, beam_argv: list[str]) -> dict:
+    """Runs the stage; returns manifest.json's dict."""
+    validate_args(args)
+    preprocess.check_inputs(args)
+    from pipeline import cooc_job  # Beam: only now
+
+    return cooc_job.run(preprocess.with_default_input(args), beam_argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m pipeline.cooc`: this stage alone; exit 0 on success, 1 on failure, 2 bad flags."""
+    parser = argparse.ArgumentParser(prog="python -m pipeline.cooc",
+                                     description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--output_dir", default=cli.DEFAULT_OUTPUT_DIR)
+    cli.add_shared_args(parser)
+    preprocess.add_args(parser)
+    add_args(parser)
+    args, beam_argv = parser.parse_known_args(argv)
+    logging.basicConfig(level=logging.INFO, format=cli.LOG_FORMAT)
+    try:
+        validate_args(args)
+    except ValueError as e:
+        parser.error(str(e))
+    try:
+        run(args, beam_argv)
+    except (preprocess.PreprocessError, ValueError, FileNotFoundError) as e:
+        LOG.error("cooc failed: %s", e)
+        cli.exit_process(1)
+    except BaseException:  # noqa: BLE001 - log it, then still exit without interpreter teardown
+        LOG.exception("cooc failed")
+        cli.exit_process(1)
+    cli.exit_process(0)
+
+
+if __name__ == "__main__":
+    main()
