@@ -6,11 +6,11 @@ Reads the interactions exactly as the preprocess stage does (same --source, pres
 counts: input = accepted + rejected), groups each visitor's items over the input's window, caps a
 group at --cooc_max_items items, counts the pairs and writes OUTPUT_DIR/cooc/ (issue 13):
   pmi_similar_items-*  contentId<TAB>contentId1,contentId2,... best first (up to --cooc_top_n)
+  pmi_item_embeddings.json  {"id": contentId, "embedding": [...]} per line (--pmi_embedding_dim)
   rejected-*           rejected rows with their reason, as preprocess writes them
   manifest.json        the marker, written last: run id, counts and the settings
 The math is in transforms/cooccurrence.py, the Beam job in pipeline/cooc_job.py (imported only
-once the flags have passed). Not yet: session scope, PMI embeddings, BigQuery tables, the driver's
---stages cooc.
+once the flags have passed). Not yet: session scope, BigQuery tables, the driver's --stages cooc.
 """
 import argparse
 import logging
@@ -36,6 +36,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--pmi_min_count", type=int, default=cooccurrence.DEFAULT_MIN_COUNT,
                    help="Pairs seen together in fewer groups are dropped (PMI over-rewards rare pairs).")
     g.add_argument("--cooc_top_n", type=int, default=10, help="Similar items listed per item.")
+    g.add_argument("--pmi_embedding_dim", type=int, default=32,
+                   help="Size of the item embeddings factorised from the PMI matrix by WALS "
+                        "(pmi_item_embeddings.json, Vertex AI Vector Search's JSON lines); 0: none.")
 
 
 def validate_args(args: argparse.Namespace) -> None:
@@ -45,6 +48,7 @@ def validate_args(args: argparse.Namespace) -> None:
     cli.check_range(args, "pmi_shift", 1)
     cli.check_range(args, "pmi_min_count", 1)
     cli.check_range(args, "cooc_top_n", 1, 10_000)
+    cli.check_range(args, "pmi_embedding_dim", 0, 1024)
 
 
 def run(args, beam_argv: list[str]) -> dict:

@@ -128,7 +128,8 @@ def make_plan(args, final: str) -> dict:
             "max_rejected_fraction": args.max_rejected_fraction,
             "settings": {"scope": args.cooc_scope, "max_items": args.cooc_max_items,
                          "pmi_shift": args.pmi_shift, "pmi_min_count": args.pmi_min_count,
-                         "top_n": args.cooc_top_n}}
+                         "top_n": args.cooc_top_n, "embedding_dim": args.pmi_embedding_dim},
+            "seed": args.seed}
 
 
 def build_pipeline(pipeline: beam.Pipeline, source: beam.PTransform, args, plan: dict) -> None:
@@ -139,8 +140,9 @@ def build_pipeline(pipeline: beam.Pipeline, source: beam.PTransform, args, plan:
                        | "WriteRejects" >> beam.io.WriteToText(artifacts.join(staging, "rejected")))
     groups = read.rows | "ItemsPerGroup" >> ItemsPerGroup(args.cooc_max_items)
     counts = groups | "Count" >> CountCooccurrences()
-    similar = (counts | "Score" >> ScorePairs(args.pmi_shift, args.pmi_min_count)
-               | "Top" >> TopSimilar(args.cooc_top_n))
+    scored = counts | "Score" >> ScorePairs(args.pmi_shift, args.pmi_min_count)
+    similar = scored | "Top" >> TopSimilar(args.cooc_top_n)
+    item_ids = counts["items"] | "ItemIds" >> beam.Keys()
     lines_written = (similar | "Lines" >> beam.Map(similar_items_line)
                      | "WriteSimilar" >> beam.io.WriteToText(
                          artifacts.join(staging, "pmi_similar_items")))
@@ -151,12 +153,13 @@ def build_pipeline(pipeline: beam.Pipeline, source: beam.PTransform, args, plan:
          | "CheckPublish" >> beam.Map(
              finish_stage, plan, beam.pvalue.AsSingleton(stats),
              beam.pvalue.AsSingleton(counts["groups"]), beam.pvalue.AsSingleton(pairs),
-             beam.pvalue.AsSingleton(listed), beam.pvalue.AsList(rejects_written),
+             beam.pvalue.AsSingleton(listed), beam.pvalue.AsList(item_ids),
+             beam.pvalue.AsList(scored), beam.pvalue.AsList(rejects_written),
              beam.pvalue.AsList(lines_written)))
 
 
 def finish_stage(_, plan: dict, stats: dict, groups: int, pairs: int, listed: int,
-                 *written) -> None:
+                 item_ids: list, scored: list, *written) -> None:
     """Refuses (counts that do not add up, too many rejects, nothing read) or publishes cooc/.
     Idempotent, like preprocess's: a retried bundle finds its own marker and stops."""
     if publish.marker_run_id(plan["final"], MARKER) == plan["run_id"]:
@@ -177,11 +180,26 @@ def finish_stage(_, plan: dict, stats: dict, groups: int, pairs: int, listed: in
                 "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                 "seconds": round(time.time() - plan["started"], 3)}
     if not artifacts.exists(artifacts.join(plan["staging"], MARKER)):
+        if plan["settings"]["embedding_dim"]:
+            write_embeddings(plan, item_ids, scored)
         publish.write_marker(plan["staging"], MARKER, manifest)
     publish.publish(plan["staging"], plan["final"], MARKER, plan["run_id"])
     publish.remove_tree(plan["scratch"])
     LOG.info("cooc: %d groups, %d co-occurring pairs, %d items with similar items, %.1f s -> %s",
              groups, pairs, listed, manifest["seconds"], plan["final"])
+
+
+EMBEDDINGS = "pmi_item_embeddings.json"
+
+
+def write_embeddings(plan: dict, item_ids: list, scored: list) -> None:
+    """The PMI matrix factorised by WALS (trainer/pmi_embeddings.py), as JSON lines."""
+    from batch_predict.outputs import write_embeddings as write_json_lines
+    from trainer.pmi_embeddings import pmi_embeddings  # TensorFlow: on this worker only
+    ids, factors, _ = pmi_embeddings(item_ids, scored, plan["settings"]["embedding_dim"],
+                                     plan["seed"])
+    write_json_lines(artifacts.join(plan["staging"], EMBEDDINGS),
+                     [item.decode("utf-8") for item in ids], factors)
 
 
 def run(args, beam_argv: list[str]) -> dict:

@@ -139,6 +139,33 @@ def test_stage_end_to_end_counts_add_up_and_lines_match(tmp_path):
     got = sorted(line for path in (out / "cooc").glob("pmi_similar_items-*")
                  for line in path.read_text(encoding="utf-8").splitlines())
     assert got == want and any("ü" in line for line in got)
+    embedded = [json.loads(line) for line in
+                (out / "cooc" / "pmi_item_embeddings.json").read_text(encoding="utf-8").splitlines()]
+    assert sorted(e["id"] for e in embedded) == sorted(i.decode() for i in counts)
+    assert {len(e["embedding"]) for e in embedded} == {32}
     again = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert again.returncode == 1 and "not empty" in again.stderr
     assert json.loads((out / "cooc" / "manifest.json").read_text())["run_id"] == manifest["run_id"]
+
+
+def test_pmi_embeddings_fit_the_sppmi_matrix():
+    """WALS on items x items reconstructs the kept SPPMI values far better than their mean does,
+    and items without any kept pair get no direction (a zero vector)."""
+    from trainer.pmi_embeddings import pmi_embeddings
+    rows = fixture_rows(seed=11, visitors=300, items=30)
+    _, pairs, counts, groups = brute_force(rows, 50)
+    scored = []
+    for (a, b), n in pairs.items():
+        score = cooccurrence.sppmi(n, counts[a], counts[b], groups, min_count=1)
+        if score is not None:
+            scored += [(a, (b, score)), (b, (a, score))]
+    lonely = b"never-paired"
+    ids, factors, solver = pmi_embeddings(list(counts) + [lonely], scored, dim=16, seed=1)
+    assert ids == sorted(set(counts) | {lonely}) and factors.shape == (len(ids), 16)
+    assert not factors[ids.index(lonely)].any()
+    index = {item: i for i, item in enumerate(ids)}
+    a = np.array([index[x] for x, _ in scored])
+    b = np.array([index[y] for _, (y, _s) in scored])
+    values = np.array([s for _, (_y, s) in scored])
+    fitted = np.einsum("nk,nk->n", factors[a], solver.col_factors.numpy()[b])
+    assert np.mean((fitted - values) ** 2) < 0.25 * np.var(values)
