@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     import tensorflow as tf
 
 PREPROC, TUNING, MODEL, PREDICTIONS = "preproc", "tuning", "model", "predictions"
-STAGE_ORDER = ("preprocess", "tune", "train", "predict")
+STAGE_ORDER = ("preprocess", "cooc", "tune", "train", "predict")
 PRODUCER = {PREPROC: "preprocess", TUNING: "tune", MODEL: "train", PREDICTIONS: "predict"}
 ITEMS_FOR_USER, USERS_FOR_ITEM = "items_for_user", "users_for_item"  # one record per user / item
 SHARD_PREFIXES = (USERS_FOR_ITEM, ITEMS_FOR_USER)
@@ -254,8 +254,8 @@ def check_model(root: str, metadata: dict) -> dict:
 
 def check_stage_inputs(stage: str, root: str) -> None:
     """Raises StageInputError naming what is missing for `stage` and which stage produces it."""
-    if stage == "preprocess":
-        return  # its input (--source/--input) is validated by the stage itself
+    if stage in ("preprocess", "cooc"):
+        return  # their input (--source/--input) is validated by the stage itself
     metadata = check_preproc(root)
     if stage == "predict":
         check_model(root, metadata)

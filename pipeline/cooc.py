@@ -10,7 +10,8 @@ group at --cooc_max_items items, counts the pairs and writes OUTPUT_DIR/cooc/ (i
   rejected-*           rejected rows with their reason, as preprocess writes them
   manifest.json        the marker, written last: run id, counts and the settings
 The math is in transforms/cooccurrence.py, the Beam job in pipeline/cooc_job.py (imported only
-once the flags have passed). Not yet: session scope, BigQuery tables, the driver's --stages cooc.
+once the flags have passed); `pipeline.run --stages ...,cooc` runs it too. Not yet: session
+scope, template launches, BigQuery tables.
 """
 import argparse
 import logging

@@ -31,10 +31,10 @@ from pipeline.cli import DEFAULT_OUTPUT_DIR, LOG_FORMAT, add_shared_args
 
 log = logging.getLogger("pipeline.run")
 
-STAGE_MODULES = {"preprocess": "pipeline.preprocess", "tune": "trainer.tune", "train": "trainer.task",
-                 "predict": "batch_predict.run"}
+STAGE_MODULES = {"preprocess": "pipeline.preprocess", "cooc": "pipeline.cooc", "tune": "trainer.tune",
+                 "train": "trainer.task", "predict": "batch_predict.run"}
 DEFAULT_STAGES = ("preprocess", "train", "predict")
-BEAM_STAGES = ("preprocess", "predict")  # the stages that receive the Beam flags
+BEAM_STAGES = ("preprocess", "cooc", "predict")  # the stages that receive the Beam flags
 DATE_FLAGS = ("start_date", "end_date")
 RELATIVE_DATE = re.compile(r"^(?:today(?:-(\d{1,4}))?|yesterday)$")
 USAGE_ERRORS = (ValueError, FileExistsError, FileNotFoundError)
@@ -65,10 +65,10 @@ def add_driver_args(parser: argparse.ArgumentParser) -> None:
                         help="Root of all artifacts: preproc/, model/, predictions/, report.html "
                              "(local path or gs://).")
     parser.add_argument("--stages", type=parse_stages, default=list(DEFAULT_STAGES),
-                        help="Comma-separated subset of preprocess,tune,train,predict, run in that "
-                             "order (default: preprocess,train,predict; tune searches the "
-                             "trainer's hyperparameters into tuning/best.json, which train then "
-                             "uses).")
+                        help="Comma-separated subset of preprocess,cooc,tune,train,predict, run in "
+                             "that order (default: preprocess,train,predict; cooc writes PMI "
+                             "similar items to cooc/; tune searches the trainer's hyperparameters "
+                             "into tuning/best.json, which train then uses).")
     parser.add_argument("--trainer", choices=["local", "vertex"], default="local",
                         help="Train where this command runs (local) or as a Vertex AI custom job.")
     parser.add_argument("--no_report", action="store_true",
@@ -302,7 +302,7 @@ def run_pipeline(args: argparse.Namespace, beam_argv: list[str]) -> dict:
     return summaries
 
 
-DEAD_SCRATCH = ("_tmp_preprocess_*", "_tmp_predict_*", "_tmp_tune_*")  # tune: no owner, dead if left
+DEAD_SCRATCH = ("_tmp_preprocess_*", "_tmp_cooc_*", "_tmp_predict_*", "_tmp_tune_*")  # tune: no owner, dead if left
 
 
 def remove_dead_scratch(output_dir: str) -> None:

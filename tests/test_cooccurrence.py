@@ -169,3 +169,16 @@ def test_pmi_embeddings_fit_the_sppmi_matrix():
     values = np.array([s for _, (_y, s) in scored])
     fitted = np.einsum("nk,nk->n", factors[a], solver.col_factors.numpy()[b])
     assert np.mean((fitted - values) ** 2) < 0.25 * np.var(values)
+
+
+def test_driver_runs_the_cooc_stage_on_the_bundled_sample(tmp_path):
+    """`pipeline.run --stages cooc` (the bundled GA sample): cooc/ published, counts add up."""
+    import json
+
+    from pipeline import run
+    assert run.main(["--stages", "cooc", "--output_dir", str(tmp_path), "--no_report",
+                     "--pmi_embedding_dim", "8"]) == 0
+    manifest = json.loads((tmp_path / "cooc" / "manifest.json").read_text())
+    assert manifest["input_rows"] == manifest["accepted_rows"] + manifest["rejected_rows"] > 0
+    assert manifest["items_with_similar"] > 0 and manifest["embedding_dim"] == 8
+    assert not list(tmp_path.glob("_tmp_cooc_*"))  # scratch gone once published
