@@ -43,6 +43,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks.trainer_speed --json bench_out/trainer_speed.json
 	$(BIN)/python -m benchmarks.exports
 	$(BIN)/python -m benchmarks.wals_vs_implicit
+	$(BIN)/python -m benchmarks.similar_items --json bench_out/similar_items.json
 	$(BIN)/python -m benchmarks.batch_predict
 	$(BIN)/python -m benchmarks.tuning --json bench_out/tuning.json
 	$(BIN)/python -m benchmarks.fold_in_warm_start --json bench_out/fold_in_warm_start.json
