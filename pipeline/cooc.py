@@ -3,15 +3,15 @@
     python -m pipeline.cooc [--source ...] [--input ...] [--output_dir output] [--cooc_max_items 50]
 
 Reads the interactions exactly as the preprocess stage does (same --source, presets, rejects and
-counts: input = accepted + rejected), groups each visitor's items over the input's window, caps a
-group at --cooc_max_items items, counts the pairs and writes OUTPUT_DIR/cooc/ (issue 13):
+counts: input = accepted + rejected), groups each visitor's items over the input's window (or
+each session's, --cooc_scope session), caps a group at --cooc_max_items items, counts the pairs and writes OUTPUT_DIR/cooc/ (issue 13):
   pmi_similar_items-*  contentId<TAB>contentId1,contentId2,... best first (up to --cooc_top_n)
   pmi_item_embeddings.json  {"id": contentId, "embedding": [...]} per line (--pmi_embedding_dim)
   rejected-*           rejected rows with their reason, as preprocess writes them
   manifest.json        the marker, written last: run id, counts and the settings
 The math is in transforms/cooccurrence.py, the Beam job in pipeline/cooc_job.py (imported only
 once the flags have passed); `pipeline.run --stages ...,cooc` runs it too. Not yet: session
-scope, template launches, BigQuery tables.
+template launches, BigQuery tables.
 """
 import argparse
 import logging
@@ -21,14 +21,15 @@ from transforms import cooccurrence
 
 LOG = logging.getLogger(__name__)
 COOC = "cooc"          # OUTPUT_DIR/cooc
-SCOPES = ("visitor",)  # session: needs the sources to keep session ids (not yet)
+SCOPES = ("visitor", "session")
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
     """Flags owned by the cooc stage (the source flags are preprocess's)."""
     g = parser.add_argument_group("co-occurrence (cooc)")
     g.add_argument("--cooc_scope", choices=SCOPES, default="visitor",
-                   help="Group of items whose pairs co-occur: a visitor over the input's window.")
+                   help="Group of items whose pairs co-occur: a visitor over the input's window, "
+                        "or one session (GA sessions: --source ga_export).")
     g.add_argument("--cooc_max_items", type=int, default=cooccurrence.DEFAULT_CAP,
                    help="Items per group at most (a stable hash picks which): one heavy visitor "
                         "then adds at most n(n-1)/2 pairs.")
@@ -50,6 +51,9 @@ def validate_args(args: argparse.Namespace) -> None:
     cli.check_range(args, "pmi_min_count", 1)
     cli.check_range(args, "cooc_top_n", 1, 10_000)
     cli.check_range(args, "pmi_embedding_dim", 0, 1024)
+    if args.cooc_scope == "session" and args.source != "ga_export":
+        raise ValueError(f"--cooc_scope session needs GA sessions (--source ga_export); "
+                         f"--source {args.source} has no session ids")
 
 
 def run(args, beam_argv: list[str]) -> dict:

@@ -7,8 +7,9 @@
       | TopSimilar(n)               -> (item, [(neighbour, score), ...] best first)
 
 The math (PMI, the shift, the cap) is stated once in transforms/cooccurrence.py. Groups are
-visitors over the input's window (`--cooc_scope visitor`). Rows whose value is not positive count
-as no interaction, as in preprocess (pairs summed to <= 0 are dropped there).
+visitors over the input's window (`--cooc_scope visitor`) or sessions (`session`). Rows whose value is not positive count
+as no interaction, as in preprocess (pairs summed to <= 0 are dropped there). With
+`--cooc_scope session` the GA source keys rows by visitor and session (ga.session_interactions).
 """
 from __future__ import annotations
 
@@ -205,7 +206,7 @@ def write_embeddings(plan: dict, item_ids: list, scored: list) -> None:
 def run(args, beam_argv: list[str]) -> dict:
     """Runs the job for checked flags (with their default --input); returns manifest.json."""
     final = artifacts.stage_dir(args.output_dir, COOC)
-    source = source_transform(args)
+    source = source_transform(args, session_key=args.cooc_scope == "session")
     options = beam_runner.pipeline_options(
         beam_argv, input_size=0 if args.source == "bigquery" else beam_runner.input_bytes(args.input))
     if beam_runner.is_template_launch(options):

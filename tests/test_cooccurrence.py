@@ -182,3 +182,39 @@ def test_driver_runs_the_cooc_stage_on_the_bundled_sample(tmp_path):
     assert manifest["input_rows"] == manifest["accepted_rows"] + manifest["rejected_rows"] > 0
     assert manifest["items_with_similar"] > 0 and manifest["embedding_dim"] == 8
     assert not list(tmp_path.glob("_tmp_cooc_*"))  # scratch gone once published
+
+
+def _session(visitor: str, visit: int, contents: list[str]) -> dict:
+    """A GA360 session whose PAGE hits view `contents` 10 s each (a last hit closes the visit)."""
+    hits = [{"type": "PAGE", "time": str(10_000 * n), "hitNumber": str(n + 1),
+             "customDimensions": [{"index": "10", "value": content}]}
+            for n, content in enumerate(contents + ["exit-page"])]
+    return {"fullVisitorId": visitor, "visitId": str(visit), "visitStartTime": str(1000 + visit),
+            "hits": hits}
+
+
+@pytest.mark.parametrize("scope,groups,pairs", [("session", 3, 2), ("visitor", 2, 6)])
+def test_session_scope_counts_pairs_within_sessions_only(tmp_path, scope, groups, pairs):
+    """Visitor A reads x, y in one session and z, w in another; B reads x, y: sessions give the
+    pairs (x, y) x2 and (z, w), visitors give all 6 pairs of A's four items plus B's (x, y)."""
+    import json
+
+    from pipeline import run
+    from tests.ga_fixtures import write_ndjson
+    sessions = [_session("A", 1, ["x", "y"]), _session("A", 2, ["z", "w"]), _session("B", 3, ["x", "y"])]
+    data = write_ndjson(sessions, tmp_path / "sessions.ndjson")
+    assert run.main(["--stages", "cooc", "--input", data, "--output_dir", str(tmp_path / "out"),
+                     "--no_report", "--cooc_scope", scope, "--pmi_min_count", "1",
+                     "--pmi_embedding_dim", "0"]) == 0
+    manifest = json.loads((tmp_path / "out" / "cooc" / "manifest.json").read_text())
+    assert (manifest["groups"], manifest["pairs"]) == (groups, pairs)
+    assert not (tmp_path / "out" / "cooc" / "pmi_item_embeddings.json").exists()
+
+
+def test_session_scope_needs_ga_sessions(tmp_path):
+    from pipeline import run
+    data = tmp_path / "i.csv"
+    data.write_text("user_id,item_id,rating\nu,i,1\n")
+    assert run.main(["--stages", "cooc", "--source", "interactions", "--input", str(data),
+                     "--output_dir", str(tmp_path / "out"), "--cooc_scope", "session"]) == 2
+    assert not (tmp_path / "out").exists()

@@ -37,6 +37,7 @@ from typing import Any
 
 PRESETS = ("news", "ecommerce")
 DEFAULT_CONTENT_DIMENSION = 10
+SESSION_KEY_SEPARATOR = "\x1f"  # never in a visitorId: control characters are rejected there
 DEFAULT_PURCHASE_WEIGHT = 5.0
 # GA ends a session after at most 4 hours of inactivity, so a longer time on page cannot be real.
 DEFAULT_MAX_TIME_ON_PAGE_MS = 4 * 60 * 60 * 1000
@@ -110,8 +111,10 @@ def session_interactions(session: Any, preset: str = "news", *,
                          content_dimension: int = DEFAULT_CONTENT_DIMENSION,
                          purchase_weight: float = DEFAULT_PURCHASE_WEIGHT,
                          max_time_on_page_ms: int = DEFAULT_MAX_TIME_ON_PAGE_MS,
-                         ) -> list[tuple[str, str, float]]:
+                         session_key: bool = False) -> list[tuple[str, str, float]]:
     """(visitorId, contentId, value) for one session, summed within it; zero values left out.
+    session_key: the first field is visitorId + SESSION_KEY_SEPARATOR + visitId instead (the
+    cooc stage's --cooc_scope session groups by it).
 
     Raises RejectedRow for a row that cannot be used, ValueError for a bad preset/parameter.
     """
@@ -123,7 +126,9 @@ def session_interactions(session: Any, preset: str = "news", *,
         raise RejectedRow("not_an_object", f"got {type(session).__name__}")
     visitor_id = _visitor_id(session)
     # visitId is not used here, but the SQL partitions sessions by it: keep both paths equal.
-    _as_int(session.get("visitId"), "missing_visit_id", "visitId")
+    visit_id = _as_int(session.get("visitId"), "missing_visit_id", "visitId")
+    if session_key:
+        visitor_id = f"{visitor_id}{SESSION_KEY_SEPARATOR}{visit_id}"
     hits = _hits(session)
     if preset == "news":
         per_content = _time_on_page_ms(hits, content_dimension, max_time_on_page_ms)

@@ -90,9 +90,10 @@ class _ParseBatches(beam.PTransform):
 class _GaSessionParser:
     """Picklable batch parser for NDJSON GA360 session lines."""
 
-    def __init__(self, preset: str, content_dimension: int, purchase_weight: float):
+    def __init__(self, preset: str, content_dimension: int, purchase_weight: float,
+                 session_key: bool = False):
         self._options = dict(preset=preset, content_dimension=content_dimension,
-                             purchase_weight=purchase_weight)
+                             purchase_weight=purchase_weight, session_key=session_key)
 
     def __call__(self, lines: list[bytes]) -> ParsedBatch:
         triples, rejects = [], []
@@ -110,12 +111,12 @@ class ReadGaExport(beam.PTransform):
 
     def __init__(self, file_pattern: str, preset: str = "news", *,
                  content_dimension: int = ga.DEFAULT_CONTENT_DIMENSION,
-                 purchase_weight: float = ga.DEFAULT_PURCHASE_WEIGHT):
+                 purchase_weight: float = ga.DEFAULT_PURCHASE_WEIGHT, session_key: bool = False):
         super().__init__()
         if preset not in ga.PRESETS:
             raise ValueError(f"unknown --ga_preset {preset!r}; expected one of {ga.PRESETS}")
         self._file_pattern = file_pattern
-        self._parser = _GaSessionParser(preset, content_dimension, purchase_weight)
+        self._parser = _GaSessionParser(preset, content_dimension, purchase_weight, session_key)
 
     def expand(self, pipeline):
         return (pipeline
@@ -176,11 +177,14 @@ class ReadBigQuery(beam.PTransform):
                 | "CheckRows" >> _ParseBatches(_parse_bigquery_rows, "bigquery"))
 
 
-def source_transform(args) -> beam.PTransform:
-    """The reading PTransform for args.source (the seam tests use to check what would run)."""
+def source_transform(args, session_key: bool = False) -> beam.PTransform:
+    """The reading PTransform for args.source (the seam tests use to check what would run).
+    session_key (ga_export only): rows keyed by visitor and session (ga.session_interactions)."""
+    if session_key and args.source != "ga_export":
+        raise ValueError(f"session keys come from GA sessions (--source ga_export), not {args.source}")
     if args.source == "ga_export":
         return ReadGaExport(args.input, args.ga_preset, content_dimension=args.content_dimension,
-                            purchase_weight=args.purchase_weight)
+                            purchase_weight=args.purchase_weight, session_key=session_key)
     if args.source == "interactions":
         return ReadInteractions(args.input)
     if args.source == "bigquery":
