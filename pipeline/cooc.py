@@ -20,7 +20,6 @@ from pipeline import cli, preprocess
 from transforms import cooccurrence
 
 LOG = logging.getLogger(__name__)
-COOC = "cooc"          # OUTPUT_DIR/cooc
 SCOPES = ("visitor", "session")
 
 

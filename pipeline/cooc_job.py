@@ -22,7 +22,6 @@ import uuid
 import apache_beam as beam
 
 from pipeline import artifacts, beam_runner, lock, publish
-from pipeline.cooc import COOC
 from pipeline.preprocess import PreprocessError
 from pipeline.preprocess_finish import check_counts
 from pipeline.sources import sql
@@ -205,7 +204,7 @@ def write_embeddings(plan: dict, item_ids: list, scored: list) -> None:
 
 def run(args, beam_argv: list[str]) -> dict:
     """Runs the job for checked flags (with their default --input); returns manifest.json."""
-    final = artifacts.stage_dir(args.output_dir, COOC)
+    final = artifacts.stage_dir(args.output_dir, artifacts.COOC)
     source = source_transform(args, session_key=args.cooc_scope == "session")
     options = beam_runner.pipeline_options(
         beam_argv, input_size=0 if args.source == "bigquery" else beam_runner.input_bytes(args.input))

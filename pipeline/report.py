@@ -20,7 +20,7 @@ import sys
 import numpy as np
 import tensorflow as tf
 
-from pipeline.artifacts import (ITEMS_FOR_USER, MODEL, PREDICTIONS, PREPROC, TUNING, VOCAB_ITEMS, exists,
+from pipeline.artifacts import (COOC, ITEMS_FOR_USER, MODEL, PREDICTIONS, PREPROC, TUNING, VOCAB_ITEMS, exists,
                                 head_lines, join, read_json, read_npy, read_vocabulary, shards,
                                 sparse_row_batches, vocab_path)
 from pipeline.cli import LOG_FORMAT
@@ -31,6 +31,7 @@ RATING_SAMPLE_RECORDS = 2000   # items_for_user records read for the rating hist
 PCA_MAX_POINTS = 5000          # items drawn in the scatter (all are used for the projection)
 LABELLED_ITEMS = 10
 SAMPLE_RECOMMENDATIONS = 5
+SIMILAR_ITEMS_READ = 100_000  # lines per source read for the similar-items table
 
 
 def _json_or_none(path: str) -> dict | None:
@@ -49,7 +50,30 @@ def collect_run(root: str) -> dict:
         "model": _json_or_none(join(model, "model.json")),
         "metrics": _json_or_none(join(model, "metrics.json")),
         "recommendations": head_lines(join(predictions, "batch_pred-*"), SAMPLE_RECOMMENDATIONS),
+        "cooc": _json_or_none(join(root, COOC, "manifest.json")),
+        "similar_items": similar_items(root),
     }
+
+
+def _lists(pattern: str) -> dict[str, list[str]]:
+    """contentId -> its similar contentIds, from TAB lines (at most SIMILAR_ITEMS_READ lines)."""
+    return {key: value.split(",") if value else []
+            for key, _, value in (line.partition("\t")
+                                  for line in head_lines(pattern, SIMILAR_ITEMS_READ))}
+
+
+def similar_items(root: str, n_items: int = 10, n_similar: int = 5) -> list[list[str]] | None:
+    """[contentId, WALS similar, PMI similar] for the most popular items (predictions'
+    popular_items.txt, else the first listed), when similar items were written."""
+    wals = _lists(join(root, PREDICTIONS, "similar_items-*"))
+    pmi = _lists(join(root, COOC, "pmi_similar_items-*"))
+    if not wals and not pmi:
+        return None
+    popular = [line.split("\t", 1)[0] for line in
+               head_lines(join(root, PREDICTIONS, "popular_items.txt"), n_items)]
+    items = [i for i in popular if i in wals or i in pmi] or list(wals or pmi)[:n_items]
+    return [[item, ", ".join(wals.get(item, [])[:n_similar]) or "-",
+             ", ".join(pmi.get(item, [])[:n_similar]) or "-"] for item in items[:n_items]]
 
 
 def epoch_losses(model_json: dict | None) -> list[float]:
@@ -257,6 +281,16 @@ def render_html(run: dict, images: dict[str, str]) -> str:
         parts.append("<h2>Model</h2>" + _table(["", "value"], sorted([k, v] for k, v in rows.items())))
     for title, png in images.items():
         parts.append(f"<h2>{esc(title)}</h2><img alt=\"{esc(title)}\" src=\"data:image/png;base64,{png}\">")
+    if run.get("similar_items"):
+        cooc = run.get("cooc") or {}
+        parts.append(
+            "<h2>Similar items</h2><p>How to read this: for the most popular items, the items "
+            "most similar by the model's item factors (WALS, cosine) and by co-occurrence (PMI: "
+            "viewed together more often than their popularity predicts"
+            + (f"; {cooc['groups']} {esc(str(cooc.get('scope', 'visitor')))} groups, "
+               f"{cooc['pairs']} co-occurring pairs" if cooc else "")
+            + "), best first; '-' where that source has none.</p>"
+            + _table(["contentId", "WALS similar", "PMI similar"], run["similar_items"]))
     if run["recommendations"]:
         recs = [line.split("\t", 1) + [""] for line in run["recommendations"]]
         parts.append("<h2>Sample recommendations</h2>"

@@ -81,3 +81,18 @@ def test_cli_writes_the_report_and_refuses_a_missing_folder(tmp_path, capsys):
     assert (tmp_path / "report.html").stat().st_size > 10_000
     assert "sample recommendations" in capsys.readouterr().out
     assert report.main(["--output_dir", str(tmp_path / "nope")]) == 2
+
+
+def test_similar_items_table_pairs_both_sources_for_the_popular_items(tmp_path):
+    """WALS (predictions/similar_items-*) and PMI (cooc/pmi_similar_items-*) side by side for the
+    most popular items; '-' where a source has none; no table when neither was written."""
+    from pipeline import report
+    assert report.similar_items(str(tmp_path)) is None
+    (tmp_path / "predictions").mkdir()
+    (tmp_path / "cooc").mkdir()
+    (tmp_path / "predictions" / "popular_items.txt").write_text("b\t9\na\t5\nz\t1\n")
+    (tmp_path / "predictions" / "similar_items-00000-of-00001").write_text("a\tb,c\nb\ta,c\n")
+    (tmp_path / "cooc" / "pmi_similar_items-00000-of-00001").write_text("a\tc\nc\ta\n")
+    assert report.similar_items(str(tmp_path)) == [["b", "a, c", "-"], ["a", "b, c", "c"]]
+    page = report.render_html(report.collect_run(str(tmp_path)), {})
+    assert "<h2>Similar items</h2>" in page and "<td>b, c</td><td>c</td>" in page
