@@ -1,7 +1,8 @@
 """The Beam side of the BigQuery outputs (tables, schemas and rows: batch_predict/bigquery.py).
 
     trigger --PredictionRows(source)--> rows of one source (its files read after the trigger)
-    {table: [rows, ...]} --WriteTablesToBigQuery--> one WriteToBigQuery per table (sources flattened)
+    rows of a table's sources --Flatten--> {table: rows} --WriteTablesToBigQuery--> one
+    WriteToBigQuery per table
 
 The sink is a parameter (`sink(table, write_config) -> PTransform`) so the tests run the same
 transforms with a file sink instead of BigQuery.
@@ -40,19 +41,19 @@ class PredictionRows(beam.PTransform):
 
 
 class WriteTablesToBigQuery(beam.PTransform):
-    """{table: [row PCollections]} -> each table's rows flattened and written once (one load job
-    replacing the run date's partition); returns {table: the sink's result}."""
+    """{table: rows} -> each table written once (one load job replacing the run date's
+    partition); returns {table: the sink's result}."""
 
-    def __init__(self, dataset: str, run_date: datetime.date, sink: Callable = bigquery_sink):
+    def __init__(self, dataset: str, run_date: datetime.date, sink: Callable | None = None):
         super().__init__()
         self.dataset, self.run_date, self.sink = dataset, run_date, sink
 
     def expand(self, rows_by_table: dict):
         results = {}
-        for table, collections in sorted(rows_by_table.items()):
+        for table, rows in sorted(rows_by_table.items()):
             config = write_config(self.dataset, table, self.run_date)
-            rows = tuple(collections) | f"All[{table}]" >> beam.Flatten()
-            results[table] = rows | f"Write[{table}]" >> self.sink(table, config)
+            sink = self.sink or bigquery_sink  # looked up now: tests swap the module's sink
+            results[table] = rows | f"Write[{table}]" >> sink(table, config)
         return results
 
 
@@ -61,7 +62,7 @@ class BigQueryOutputs(beam.PTransform):
     engines of the predict stage add after their publish step."""
 
     def __init__(self, sources: list[tuple[Source, str]], dataset: str, run_date: datetime.date,
-                 model_run_id: str | None, sink: Callable = bigquery_sink):
+                 model_run_id: str | None, sink: Callable | None = None):
         super().__init__()
         self.sources, self.dataset, self.run_date = sources, dataset, run_date
         self.model_run_id, self.sink = model_run_id, sink
@@ -72,13 +73,7 @@ class BigQueryOutputs(beam.PTransform):
             by_table.setdefault(source.table, []).append(
                 trigger | f"Rows[{source.name}]" >> PredictionRows(source, folder, self.model_run_id,
                                                                    self.run_date))
-        return by_table | "WriteTables" >> WriteTablesToBigQuery(self.dataset, self.run_date,
+        tables = {table: tuple(rows) | f"All[{table}]" >> beam.Flatten()
+                  for table, rows in by_table.items()}
+        return tables | "WriteTables" >> WriteTablesToBigQuery(self.dataset, self.run_date,
                                                                   self.sink)
-
-
-def run_pipeline(sources: list[tuple[Source, str]], dataset: str, run_date: datetime.date,
-                 model_run_id: str | None, options=None, sink: Callable = bigquery_sink) -> None:
-    """A pipeline of its own over published files (the local engine, after its publish)."""
-    with beam.Pipeline(options=options) as pipeline:
-        _ = (pipeline | "Once" >> beam.Create([None])
-             | "BigQueryOutputs" >> BigQueryOutputs(sources, dataset, run_date, model_run_id, sink))
