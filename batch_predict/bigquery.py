@@ -23,6 +23,7 @@ batch_predict/bigquery_write.py.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import datetime
 import json
@@ -165,3 +166,18 @@ def check_row(row: dict, table: str) -> None:
                 continue
             if not isinstance(v, kind) or isinstance(v, bool):
                 raise ValueError(f"{table}.{field['name']}: {v!r} is not {field['type']}")
+
+
+def check_load_location(beam_argv: list[str]) -> None:
+    """FILE_LOADS stages the rows as files in Cloud Storage: off Dataflow (which falls back to
+    its staging location) that needs a gs:// --temp_location. Checked before the stage starts,
+    not after its outputs are published."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--runner")
+    parser.add_argument("--temp_location")
+    known, _ = parser.parse_known_args(list(beam_argv))
+    if (known.runner or "").lower().replace("runner", "") == "dataflow":
+        return
+    if not (known.temp_location or "").startswith("gs://"):
+        raise ValueError("--bigquery_dataset loads the tables from files staged in Cloud Storage: "
+                         "pass --temp_location=gs://BUCKET/tmp")

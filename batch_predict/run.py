@@ -98,10 +98,17 @@ def check_inputs(args: argparse.Namespace) -> None:
     filters.check_files(args)
 
 
+def check_beam_args(args: argparse.Namespace, beam_argv: list[str]) -> None:
+    """What the flags need of the Beam flags: --bigquery_dataset a gs:// --temp_location."""
+    if getattr(args, "bigquery_dataset", None):
+        bigquery.check_load_location(beam_argv)
+
+
 def run(args: argparse.Namespace, beam_argv: list[str] | None = None) -> dict:
     """Runs the predict stage; returns a JSON-able summary (rows, paths, seconds, first lines)."""
     validate_args(args)
     check_inputs(args)
+    check_beam_args(args, list(beam_argv or []))
     from batch_predict import predict  # TensorFlow: only now
 
     if getattr(args, "bigquery_dataset", None):

@@ -14,6 +14,7 @@ from batch_predict.run import run, validate_args
 from predict_fixtures import predict_args, random_fixture, read_topk
 
 DATASET = "my-project.recs"
+TEMP = ["--temp_location=gs://my-bucket/tmp"]  # FILE_LOADS needs one (unused by the file sink)
 
 
 @pytest.fixture
@@ -53,7 +54,7 @@ def _predict(tmp_path, name, **overrides):
     options = dict(mode="both", top_k=3, n_similar=2, outputs=["similar_items", "embeddings"],
                    bigquery_dataset=DATASET, bigquery_run_date="20240131")
     options.update(overrides)
-    run(predict_args(preproc, model, str(tmp_path / name), **options), [])
+    run(predict_args(preproc, model, str(tmp_path / name), **options), TEMP)
     return str(tmp_path / name)
 
 
@@ -170,5 +171,10 @@ def test_flags_are_checked_before_anything_runs(tmp_path):
         validate_args(args)
     with pytest.raises(ValueError, match="needs --bigquery_dataset"):
         validate_args(predict_args("p", "m", "o", bigquery_run_date="20240131"))
+    for argv in ([], ["--temp_location=/tmp/x"], ["--runner=DirectRunner"]):
+        with pytest.raises(ValueError, match="temp_location=gs://"):
+            bigquery.check_load_location(argv)
+    for argv in (TEMP, ["--temp_location", "gs://b/t"], ["--runner=DataflowRunner"]):
+        bigquery.check_load_location(argv)
     assert bigquery.table_spec(DATASET, "targeting", datetime.date(2024, 1, 31)) == \
         "my-project:recs.targeting$20240131"
