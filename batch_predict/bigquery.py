@@ -27,7 +27,7 @@ import argparse
 import dataclasses
 import datetime
 import json
-from typing import Callable, Iterator
+from typing import Iterator
 
 from pipeline.sources.sql import validate_dataset, validate_date
 
@@ -66,7 +66,8 @@ class Source:
     name: str
     pattern: str
     table: str
-    kind: str = "topk"   # "topk": TAB or {"id","ids","scores"} lines; "embedding": {"id","embedding"}
+    kind: str = "scores"  # lines: "scores" {"id","ids","scores"}; "tab" id<TAB>id1,id2,... (no
+    #                       scores); "embedding" {"id","embedding"}
     fixed: tuple = ()    # ((column, value), ...)
 
     def key_fields(self) -> tuple[str, str]:
@@ -76,7 +77,7 @@ class Source:
 
 # predictions/ outputs (batch_predict/outputs.py) -> tables; the co-occurrence stage's PMI similar
 # items join with one more entry: Source("pmi_similar_items", "pmi_similar_items-*",
-# "similar_items", fixed=(("source", "pmi"),)) under OUTPUT/cooc.
+# "similar_items", kind="tab", fixed=(("source", "pmi"),)) under OUTPUT/cooc.
 PREDICTION_SOURCES = {
     "batch_pred": Source("batch_pred", "batch_pred_scores-*.jsonl", "recommendations"),
     "users_for_item": Source("users_for_item", "users_for_item_scores-*.jsonl", "targeting"),
@@ -134,7 +135,7 @@ def rows_of_line(line: str, source: Source, model_run_id: str | None,
         record = json.loads(line)
         yield {"id": record["id"], "embedding": [float(x) for x in record["embedding"]], **meta}
         return
-    if line.startswith("{"):
+    if source.kind == "scores":
         record = json.loads(line)
         query, candidates, scores = record["id"], record["ids"], record["scores"]
     else:

@@ -125,7 +125,7 @@ def test_beam_engine_writes_the_same_tables(tmp_path, file_sink):
 
 def test_rows_of_tab_lines_pmi_source_and_empty_lists():
     pmi = bigquery.Source("pmi_similar_items", "pmi_similar_items-*", "similar_items",
-                          fixed=(("source", "pmi"),))
+                          kind="tab", fixed=(("source", "pmi"),))
     day = datetime.date(2024, 2, 29)
     rows = list(bigquery.rows_of_line("a/1\ta/2,a/3", pmi, None, day))
     assert rows == [{"contentId": "a/1", "rank": 1, "similar_contentId": "a/2", "score": None,
@@ -135,7 +135,7 @@ def test_rows_of_tab_lines_pmi_source_and_empty_lists():
     for row in rows:
         bigquery.check_row(row, "similar_items")
     source = bigquery.PREDICTION_SOURCES["batch_pred"]
-    assert list(bigquery.rows_of_line("v1\t", source, "m", day)) == []
+    assert list(bigquery.rows_of_line("{x}\t", pmi, "m", day)) == []  # a TAB line is never JSON
     assert list(bigquery.rows_of_line('{"id": "v1", "ids": [], "scores": []}', source, "m", day)) == []
     with pytest.raises(ValueError):
         bigquery.check_row({**rows[0], "rank": "1"}, "similar_items")
