@@ -178,3 +178,19 @@ def test_flags_are_checked_before_anything_runs(tmp_path):
         bigquery.check_load_location(argv)
     assert bigquery.table_spec(DATASET, "targeting", datetime.date(2024, 1, 31)) == \
         "my-project:recs.targeting$20240131"
+
+
+def test_the_real_write_to_bigquery_accepts_the_configs():
+    """Graph construction only (nothing runs): WriteToBigQuery takes every table's arguments and
+    parses the partition decorator."""
+    from apache_beam.io.gcp.bigquery_tools import parse_table_reference
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    pipeline = beam.Pipeline(options=PipelineOptions(TEMP + ["--project=my-project"]))
+    day = datetime.date(2024, 1, 31)
+    results = (pipeline | beam.Create([None]) | bigquery_write.BigQueryOutputs(
+        [(s, "/nowhere") for s in bigquery.PREDICTION_SOURCES.values()], DATASET, day, "m"))
+    assert sorted(results) == sorted(bigquery.SCHEMAS)
+    reference = parse_table_reference(bigquery.table_spec(DATASET, "similar_items", day))
+    assert (reference.projectId, reference.datasetId, reference.tableId) == \
+        ("my-project", "recs", "similar_items$20240131")
