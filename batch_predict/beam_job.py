@@ -6,6 +6,7 @@ vocabularies from the model/preproc dirs themselves (DoFn.setup), so only ids tr
     every block id 0..nblocks-1 (so rows without a record are still scored)
     --GroupByKey--> one element per block --TopKPerBlock--> output lines --> text shards
     (every direction) --> counts + write completions --> CheckAndPublish
+    [--> BigQueryOutputs: the published files as BigQuery tables, batch_predict/bigquery_write.py]
 
 Each block is computed by the same `Scorer.block` as the in-process path with the same block
 boundaries, so both paths give identical lines. Records that do not fit the model (ids out of
@@ -166,7 +167,8 @@ def build_topk_pipeline(pipeline: beam.Pipeline, specs: list[dict], plan: dict) 
 
     spec: name, seen_pattern, nrows, ncols, block_size, top_k, write_scores, query_factors,
     candidate_factors, candidate_counts (list), query_vocab, candidate_vocab.
-    plan: staged, scratch, output_dir, run_id, manifest (fields for manifest.json).
+    plan: staged, scratch, output_dir, run_id, manifest (fields for manifest.json), export,
+    bigquery (BigQueryOutputs' arguments, or None).
     """
     counts, written = [], []
     for spec in specs:
@@ -177,13 +179,16 @@ def build_topk_pipeline(pipeline: beam.Pipeline, specs: list[dict], plan: dict) 
                 lambda n, key=f"{name}.{what}": (key, n)))
         written += result["written"]
     all_counts = tuple(counts) | "AllCounts" >> beam.Flatten()
-    _ = (pipeline
+    published = (pipeline
          | "Once" >> beam.Create([None])
          | "CheckAndPublish" >> beam.Map(finish_predictions, plan,
                                          [{key: spec[key] for key in ("name", "records_prefix", "nrows")}
                                           for spec in specs],
                                          beam.pvalue.AsDict(all_counts),
                                          *[beam.pvalue.AsList(done) for done in written]))
+    if plan.get("bigquery"):  # read from the published folder, so only after the publish
+        from batch_predict.bigquery_write import BigQueryOutputs
+        _ = published | "BigQueryOutputs" >> BigQueryOutputs(**plan["bigquery"])
 
 
 def finish_predictions(_, plan: dict, specs: list[dict], counts: dict, *written) -> None:

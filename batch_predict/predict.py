@@ -100,7 +100,8 @@ def _run_beam_job(directions: list[Direction], args, staging: out.Staging, count
                        "check_preproc_path": not getattr(args, "ignore_preproc_path", False),
                        "keep_versions": args.keep_versions,
                        "excluded_items": None if left_out is None else left_out.tolist()}
-            if "export" in args.outputs else None}
+            if "export" in args.outputs else None,
+            "bigquery": _bigquery_plan(args, lineage["model_run_id"])}
     options = beam_runner.pipeline_options(beam_argv, input_size=sum(
         beam_runner.input_bytes(spec["seen_pattern"]) for spec in specs))
     if beam_runner.is_template_launch(options):  # its job outlives this process
@@ -132,6 +133,32 @@ def _run_beam_job(directions: list[Direction], args, staging: out.Staging, count
     if manifest.get("export_dir"):
         summary["export_dir"] = manifest["export_dir"]
     return True
+
+
+def _bigquery_plan(args, model_run_id: str | None) -> dict | None:
+    """What the BigQuery outputs need (plain values): None without --bigquery_dataset."""
+    from batch_predict import bigquery
+
+    if not getattr(args, "bigquery_dataset", None):
+        return None
+    return {"sources": [(source, args.output_dir) for source in
+                        bigquery.prediction_sources(args.mode, args.outputs, args.n_similar)],
+            "dataset": args.bigquery_dataset, "model_run_id": model_run_id,
+            "run_date": bigquery.run_date_of(args.bigquery_run_date)}
+
+
+def _write_bigquery_local(args, model_run_id: str | None, beam_argv: list[str]) -> None:
+    """The local engine's BigQuery tables: a Beam pipeline of their own over the published
+    files (same runner flags as the Beam engine)."""
+    import apache_beam as beam
+    from batch_predict.bigquery_write import BigQueryOutputs
+    from pipeline import beam_runner
+
+    options = beam_runner.pipeline_options(beam_argv)
+    with beam.Pipeline(runner=beam_runner.runner_for(options), options=options) as pipeline:
+        _ = (pipeline | "Once" >> beam.Create([None])
+             | "BigQueryOutputs" >> BigQueryOutputs(**_bigquery_plan(args, model_run_id)))
+    log.info("BigQuery tables written to %s", args.bigquery_dataset)
 
 
 def _lineage(a) -> dict:
@@ -221,6 +248,9 @@ def run(args: argparse.Namespace, beam_argv: list[str] | None = None) -> dict:
                                 read_json(join(args.output_dir, out.MANIFEST))["files"]]
         else:
             summary["files"] = staging.commit({"rows": summary.get("rows", {}), **_lineage(a)})
+            if getattr(args, "bigquery_dataset", None):
+                _timed(summary, "bigquery", _write_bigquery_local, args,
+                       _lineage(a)["model_run_id"], list(beam_argv or []))
     except BaseException:
         staging.abort()
         raise
@@ -242,7 +272,9 @@ def _write_extras(a: art.Artifacts, args, staging: out.Staging, summary: dict,
         identity = art.SeenMatrix.identity(a.nitems)
         _timed(summary, "similar_items", out.write_topk,
                scorer.blocks(identity, args.n_similar, args.block_size), a.vocab_items,
-               a.vocab_items, staging.path(out.shard_name("similar_items")))
+               a.vocab_items, staging.path(out.shard_name("similar_items")),
+               staging.path(out.shard_name("similar_items_scores", suffix=".jsonl"))
+               if args.write_scores else None)
     if "embeddings" in args.outputs:
         for name, vocab, factors in (("item_embeddings", a.vocab_items, a.col_factors),
                                      ("user_embeddings", a.vocab_users, a.row_factors)):

@@ -4,12 +4,15 @@ a servable SavedModel, with original ids restored through the TFT vocabularies.
     python -m batch_predict.run --preproc_dir OUTPUT/preproc --model_dir OUTPUT/model \
         --output_dir OUTPUT/predictions [--mode items_for_user|users_for_item|both]
         [--engine local|beam] [--top_k 10] [--n_similar 10] [--write_scores] [--overwrite]
+        [--bigquery_dataset PROJECT.DATASET [--bigquery_run_date YYYYMMDD]]
 
 Outputs (predictions/, formats in batch_predict/outputs.py): batch_pred-* (top-k items per
 user, already-seen items excluded), users_for_item-* (top-k users per item, --mode), similar_items-*,
 item/user_embeddings-*.json, item/user_factors.csv, popular_items.txt; and the SavedModel in
-<model_dir>/export/<version> (batch_predict/serving.py). Everything is checked before anything is
-written, staged in a temporary folder and moved into place only when complete.
+<model_dir>/export/<version> (batch_predict/serving.py); with --bigquery_dataset, the same outputs
+as BigQuery tables (batch_predict/bigquery.py), written once the folder is published. Everything
+is checked before anything is written, staged in a temporary folder and moved into place only
+when complete.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import argparse
 import logging
 
 from batch_predict import artifacts as art
+from batch_predict import bigquery
 from batch_predict import filters
 from pipeline import cli
 
@@ -63,6 +67,14 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                             "are deleted only after a new version is complete); 0 keeps all.")
     group.add_argument("--write_scores", action="store_true",
                        help="Also write *_scores-*.jsonl with the score of every recommendation.")
+    group.add_argument("--bigquery_dataset", default=None, metavar="PROJECT.DATASET",
+                       help="Also write the outputs as BigQuery tables in this dataset "
+                            "(recommendations, targeting, similar_items, item_embeddings, "
+                            "user_embeddings), each partitioned by run_date; a run replaces its "
+                            "run date's partition. Turns --write_scores on.")
+    group.add_argument("--bigquery_run_date", default=None, metavar="YYYYMMDD",
+                       help="run_date of the BigQuery rows and the partition replaced (default: "
+                            "today, UTC); with --bigquery_dataset.")
     group.add_argument("--ignore_preproc_path", action="store_true",
                        help="Accept a model whose model.json names another preproc_dir (moved files); "
                             "sizes are still checked.")
@@ -74,6 +86,11 @@ def validate_args(args: argparse.Namespace) -> None:
     if args.top_k < 1 or args.block_size < 1 or args.n_similar < 0:
         raise ValueError("--top_k and --block_size must be >= 1 and --n_similar >= 0")
     cli.check_range(args, "keep_versions", 0)
+    if getattr(args, "bigquery_dataset", None) is not None:
+        bigquery.validate_dataset(args.bigquery_dataset)
+        bigquery.run_date_of(args.bigquery_run_date)
+    elif getattr(args, "bigquery_run_date", None) is not None:
+        raise ValueError("--bigquery_run_date needs --bigquery_dataset")
 
 
 def check_inputs(args: argparse.Namespace) -> None:
@@ -81,11 +98,21 @@ def check_inputs(args: argparse.Namespace) -> None:
     filters.check_files(args)
 
 
+def check_beam_args(args: argparse.Namespace, beam_argv: list[str]) -> None:
+    """What the flags need of the Beam flags: --bigquery_dataset a gs:// --temp_location."""
+    if getattr(args, "bigquery_dataset", None):
+        bigquery.check_load_location(beam_argv)
+
+
 def run(args: argparse.Namespace, beam_argv: list[str] | None = None) -> dict:
     """Runs the predict stage; returns a JSON-able summary (rows, paths, seconds, first lines)."""
     validate_args(args)
     check_inputs(args)
+    check_beam_args(args, list(beam_argv or []))
     from batch_predict import predict  # TensorFlow: only now
+
+    if getattr(args, "bigquery_dataset", None):
+        args.write_scores = True  # the tables' scores come from the *_scores files
 
     return predict.run(args, beam_argv)
 

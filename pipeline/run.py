@@ -242,6 +242,19 @@ def check_runner(args: argparse.Namespace, beam_argv: list[str]) -> None:
                 "stages with the nightly pipeline (docs/GCP.md)")
 
 
+def check_beam_args(args: argparse.Namespace, beam_argv: list[str]) -> None:
+    """Stages' checks of the Beam flags their own flags need (predict: --bigquery_dataset needs
+    a gs:// --temp_location), before anything runs."""
+    for stage in args.stages:
+        check = getattr(stage_module(stage), "check_beam_args", None)
+        if check is None or stage == "train":
+            continue
+        try:
+            check(stage_args(stage, args), beam_argv)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+
+
 def check_flags(args: argparse.Namespace, check: str = "validate_args") -> None:
     """Each selected stage's flag checks, before anything runs (a bad trainer flag must not
     surface after an hour of Dataflow preprocessing): `validate_args` checks values alone (no
@@ -278,6 +291,7 @@ def run_pipeline(args: argparse.Namespace, beam_argv: list[str]) -> dict:
 
     check_flags(args)  # values first: cheap, so a typo fails before any import or I/O
     check_runner(args, beam_argv)
+    check_beam_args(args, beam_argv)
     check_flags(args, "check_inputs")
     check_upfront(args)
     lease = None

@@ -22,6 +22,9 @@ from pipeline import run as driver
     (["--max_rejected_fraction", "1.5"], "--max_rejected_fraction must be in [0, 1], got 1.5"),
     (["--top_k", "0"], "--top_k must be in [1, inf), got 0"),
     (["--source", "interactions", "--input", "/nonexistent/ratings-*.csv"], "matches no files"),
+    (["--bigquery_dataset", "my-project.recs.table"], "invalid BigQuery dataset"),
+    (["--bigquery_dataset", "my-project.recs"], "--temp_location=gs://"),
+    (["--bigquery_run_date", "20240131"], "--bigquery_run_date needs --bigquery_dataset"),
 ])
 def test_a_bad_value_exits_2_with_one_line_before_any_work(argv, message, tmp_path, capsys, caplog):
     code = driver.main(["--output_dir", str(tmp_path / "out")] + argv)

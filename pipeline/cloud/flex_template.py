@@ -28,6 +28,8 @@ REGEX_OVERRIDES = {
     "start_date": r"^([0-9]{8}|today(-[0-9]{1,4})?|yesterday)$",
     "end_date": r"^([0-9]{8}|today(-[0-9]{1,4})?|yesterday)$",
     "table": r"^[-a-zA-Z0-9_:.]+\.[a-zA-Z0-9_]+\.[a-zA-Z0-9_]+\*?$",
+    "bigquery_dataset": r"^([a-z][a-z0-9.-]{0,62}:)?[a-z][a-z0-9-]{4,28}[a-z0-9]\.[A-Za-z0-9_]{1,1024}$",
+    "bigquery_run_date": r"^[0-9]{8}$",
     "vertex_image": r"^[a-z0-9][-a-z0-9.]*(:[0-9]+)?/[-_./a-z0-9]+(:[-_.a-zA-Z0-9]+|@sha256:[0-9a-f]{64})?$",
 }
 REQUIRED_IN_TEMPLATE = {"output_dir"}

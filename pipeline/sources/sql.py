@@ -29,10 +29,12 @@ from pipeline.sources.ga import (DEFAULT_CONTENT_DIMENSION, DEFAULT_MAX_TIME_ON_
 
 # project: 6-30 chars, lowercase letters/digits/hyphens, optional legacy "domain.com:" prefix;
 # dataset: letters/digits/underscores (GA360 export datasets are numeric view ids); table: letters/digits/underscores/hyphens, optional `*`.
+PROJECT_PATTERN = r"(?:[a-z][a-z0-9.-]{0,62}:)?[a-z][a-z0-9-]{4,28}[a-z0-9]"
+DATASET_PATTERN = r"[A-Za-z0-9_]{1,1024}"
 _TABLE_RE = re.compile(
-    r"(?:[a-z][a-z0-9.-]{0,62}:)?[a-z][a-z0-9-]{4,28}[a-z0-9]"
-    r"\.[A-Za-z0-9_]{1,1024}"
-    r"\.(?:[A-Za-z0-9_][A-Za-z0-9_-]{0,1023}\*?|\*)")
+    PROJECT_PATTERN + r"\." + DATASET_PATTERN
+    + r"\.(?:[A-Za-z0-9_][A-Za-z0-9_-]{0,1023}\*?|\*)")
+_DATASET_RE = re.compile(f"(?P<project>{PROJECT_PATTERN})\\.(?P<dataset>{DATASET_PATTERN})")
 _DATE_RE = re.compile(r"\d{8}")
 MAX_CUSTOM_DIMENSION = 200  # GA360 has custom dimensions 1..200
 # Ids that would break the prediction files (pipeline.sources.ga.ID_SEPARATORS): the session is dropped,
@@ -50,6 +52,17 @@ def validate_table(table: str) -> str:
             "dataset: letters, digits, underscores; table: letters, digits, underscores, "
             "hyphens, optional trailing *; no quotes, spaces or other characters)")
     return table
+
+
+def validate_dataset(dataset: str) -> str:
+    """Returns `dataset` if it is a plain `project.dataset` (the rules of validate_table), else
+    ValueError: the output dataset of --bigquery_dataset."""
+    if not isinstance(dataset, str) or not _DATASET_RE.fullmatch(dataset):
+        raise ValueError(
+            f"invalid BigQuery dataset {dataset!r}: expected project.dataset, e.g. "
+            "my-project.recommendations (project: lowercase letters, digits, hyphens; "
+            "dataset: letters, digits, underscores; no quotes, spaces, table or other characters)")
+    return dataset
 
 
 def validate_date(date: str, flag: str = "date") -> str:
