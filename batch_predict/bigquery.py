@@ -27,7 +27,10 @@ import argparse
 import dataclasses
 import datetime
 import json
+import posixpath
 from typing import Iterator
+
+from pipeline.artifacts import COOC, exists
 
 from pipeline.sources.sql import validate_dataset, validate_date
 
@@ -75,9 +78,7 @@ class Source:
         return names[0], names[2]  # query column, candidate column
 
 
-# predictions/ outputs (batch_predict/outputs.py) -> tables; the co-occurrence stage's PMI similar
-# items join with one more entry: Source("pmi_similar_items", "pmi_similar_items-*",
-# "similar_items", kind="tab", fixed=(("source", "pmi"),)) under OUTPUT/cooc.
+# predictions/ outputs (batch_predict/outputs.py) -> tables
 PREDICTION_SOURCES = {
     "batch_pred": Source("batch_pred", "batch_pred_scores-*.jsonl", "recommendations"),
     "users_for_item": Source("users_for_item", "users_for_item_scores-*.jsonl", "targeting"),
@@ -99,6 +100,18 @@ def prediction_sources(mode: str, outputs: list[str], n_similar: int) -> list[So
     if "embeddings" in outputs:
         names += ["item_embeddings", "user_embeddings"]
     return [PREDICTION_SOURCES[name] for name in names]
+
+
+# the co-occurrence stage's similar items (OUTPUT/cooc, pipeline/cooc.py): TAB lines, no scores
+PMI_SOURCE = Source("pmi_similar_items", "pmi_similar_items-*", "similar_items", kind="tab",
+                    fixed=(("source", "pmi"),))
+
+
+def cooc_sources(predictions_dir: str) -> list[tuple[Source, str]]:
+    """The PMI similar items of a published cooc/ beside predictions/ (the driver's layout):
+    written with the WALS ones into the same similar_items partition, in one load job."""
+    cooc = posixpath.join(posixpath.dirname(predictions_dir.rstrip("/")), COOC)
+    return [(PMI_SOURCE, cooc)] if exists(posixpath.join(cooc, "manifest.json")) else []
 
 
 def run_date_of(text: str | None) -> datetime.date:

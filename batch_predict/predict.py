@@ -142,7 +142,8 @@ def _bigquery_plan(args, model_run_id: str | None) -> dict | None:
     if not getattr(args, "bigquery_dataset", None):
         return None
     return {"sources": [(source, args.output_dir) for source in
-                        bigquery.prediction_sources(args.mode, args.outputs, args.n_similar)],
+                        bigquery.prediction_sources(args.mode, args.outputs, args.n_similar)]
+                       + bigquery.cooc_sources(args.output_dir),
             "dataset": args.bigquery_dataset, "model_run_id": model_run_id,
             "run_date": bigquery.run_date_of(args.bigquery_run_date)}
 

@@ -194,3 +194,22 @@ def test_the_real_write_to_bigquery_accepts_the_configs():
     reference = parse_table_reference(bigquery.table_spec(DATASET, "similar_items", day))
     assert (reference.projectId, reference.datasetId, reference.tableId) == \
         ("my-project", "recs", "similar_items$20240131")
+
+
+def test_pmi_similar_items_of_a_published_cooc_join_the_similar_items_table(tmp_path, file_sink):
+    """A published OUTPUT/cooc beside predictions/: its lines go into the same similar_items
+    partition (one write) as source 'pmi', rank in line order, no score; WALS rows unchanged."""
+    folder, configs = file_sink
+    cooc = tmp_path / "cooc"
+    cooc.mkdir()
+    (cooc / "pmi_similar_items-00000-of-00001").write_text("i0\ti3,i1\ni1\ti0\n", encoding="utf-8")
+    (cooc / "manifest.json").write_text("{}")
+    predictions = _predict(tmp_path, "predictions")
+    assert len(configs["similar_items"]) == 1
+    rows = _rows(folder, "similar_items")
+    pmi = sorted((r["contentId"], r["rank"], r["similar_contentId"]) for r in rows
+                 if r["source"] == "pmi")
+    assert pmi == [("i0", 1, "i3"), ("i0", 2, "i1"), ("i1", 1, "i0")]
+    assert all(r["score"] is None for r in rows if r["source"] == "pmi")
+    _check_topk_table([r for r in rows if r["source"] == "wals"], predictions, "similar_items",
+                      "contentId", "similar_contentId", {"source": "wals"})
