@@ -213,3 +213,46 @@ def test_pmi_similar_items_of_a_published_cooc_join_the_similar_items_table(tmp_
     assert all(r["score"] is None for r in rows if r["source"] == "pmi")
     _check_topk_table([r for r in rows if r["source"] == "wals"], predictions, "similar_items",
                       "contentId", "similar_contentId", {"source": "wals"})
+
+
+def test_readme_sql_joins_recommendations_back_to_ga_sessions(tmp_path):
+    """The README's first BigQuery example, transpiled (sqlglot, bigquery -> duckdb) and run over
+    GA sessions and a recommendations table: yesterday's visitors, their top 3, what they read."""
+    import re
+
+    import duckdb
+    import sqlglot
+    from sqlglot import exp
+
+    from ga_fixtures import _SESSION_COLUMNS, write_ndjson
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md"), encoding="utf-8").read()
+    section = readme[readme.index("## Query your recommendations in BigQuery"):]
+    query = re.findall(r"```sql\n(.*?)```", section, re.S)[0]
+    yesterday = datetime.date.today() - datetime.timedelta(days=1)
+
+    def page(content):
+        return {"type": "PAGE", "time": 0, "hitNumber": 1,
+                "customDimensions": [{"index": 10, "value": content}]}
+    sessions = [{"fullVisitorId": "A", "visitId": 1, "date": f"{yesterday:%Y%m%d}",
+                 "hits": [page("c1"), page("c2"), page("c1")]},
+                {"fullVisitorId": "B", "visitId": 2, "date": "20000101", "hits": [page("c3")]}]
+    ndjson = write_ndjson(sessions, tmp_path / "sessions.ndjson")
+    con = duckdb.connect()
+    columns = "{" + ", ".join(f"'{k}': '{v}'" for k, v in _SESSION_COLUMNS.items()) + "}"
+    con.execute(f"CREATE VIEW ga_sessions AS SELECT *, date AS _TABLE_SUFFIX FROM "
+                f"read_json('{ndjson}', format='newline_delimited', columns={columns})")
+    con.execute("CREATE TABLE recommendations (visitorId VARCHAR, rank BIGINT, contentId VARCHAR, "
+                "score DOUBLE, model_run_id VARCHAR, run_date DATE)")
+    con.executemany("INSERT INTO recommendations VALUES (?, ?, ?, ?, 'run', ?)",
+                    [("A", 1, "x", 0.9, yesterday), ("A", 2, "y", 0.8, yesterday),
+                     ("A", 4, "z", 0.1, yesterday), ("A", 1, "old", 0.9, datetime.date(2000, 1, 1)),
+                     ("B", 1, "x", 0.5, yesterday)])
+
+    def local(node):
+        if isinstance(node, exp.Table) and node.args.get("db"):
+            name = "ga_sessions" if "ga_sessions" in node.name else node.name
+            return exp.Table(this=exp.to_identifier(name), alias=node.args.get("alias"))
+        return node
+    sql = sqlglot.parse_one(query, read="bigquery").transform(local).sql(dialect="duckdb")
+    rows = [(v, r, c, s, sorted(read)) for v, r, c, s, read in con.execute(sql).fetchall()]
+    assert rows == [("A", 1, "x", 0.9, ["c1", "c2"]), ("A", 2, "y", 0.8, ["c1", "c2"])]
