@@ -10,8 +10,9 @@ each session's, --cooc_scope session), caps a group at --cooc_max_items items, c
   rejected-*           rejected rows with their reason, as preprocess writes them
   manifest.json        the marker, written last: run id, counts and the settings
 The math is in transforms/cooccurrence.py, the Beam job in pipeline/cooc_job.py (imported only
-once the flags have passed); `pipeline.run --stages ...,cooc` runs it too. Not yet: session
-template launches, BigQuery tables.
+once the flags have passed); `pipeline.run --stages ...,cooc` runs it too, and a Flex Template
+launch with --stages=cooc (the job publishes cooc/ itself). Its PMI lists reach BigQuery with the
+predict stage's tables (--bigquery_dataset).
 """
 import argparse
 import logging

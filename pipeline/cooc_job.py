@@ -208,23 +208,25 @@ def run(args, beam_argv: list[str]) -> dict:
     source = source_transform(args, session_key=args.cooc_scope == "session")
     options = beam_runner.pipeline_options(
         beam_argv, input_size=0 if args.source == "bigquery" else beam_runner.input_bytes(args.input))
-    if beam_runner.is_template_launch(options):
-        raise ValueError("the cooc stage does not run from a template yet; run it with "
-                         "--runner DataflowRunner (it waits for the job) or locally")
     if args.source == "bigquery":
         sql.check_bigquery_ready(options)
     if artifacts.exists(final) and artifacts.gfile().listdir(final) and not args.overwrite:
         raise PreprocessError(f"{final} is not empty; pass --overwrite to replace it (only once "
                               "the new output is complete) or choose another --output_dir")
     plan = make_plan(args, final)
-    lock.mark_scratch(plan["scratch"], plan["run_id"])
+    launched = beam_runner.is_template_launch(options)
+    lock.mark_scratch(plan["scratch"], plan["run_id"], launched=launched)
     LOG.info("cooc: source=%s input=%s runner=%s", args.source, plan["input"],
              beam_runner.describe(options))
     pipeline = beam.Pipeline(runner=beam_runner.runner_for(options), options=options)
     build_pipeline(pipeline, source, args, plan)
     try:
         with beam_runner.without_state_cache(), beam_runner.streamed_stage_inputs():
-            pipeline.run().wait_until_finish()
+            result = pipeline.run()
+            if launched:  # the job runs later (Dataflow) and publishes cooc/ itself at its end
+                LOG.info("cooc: job graph staged; the job publishes %s itself when it ends", final)
+                return {"launched": final, "run_id": plan["run_id"]}
+            result.wait_until_finish()
     except BaseException:
         refusal = artifacts.join(plan["scratch"], publish.REFUSED)
         if artifacts.exists(refusal):  # refused in the pipeline: keep the rejects for the user

@@ -237,7 +237,8 @@ def check_runner(args: argparse.Namespace, beam_argv: list[str]) -> None:
                            and (args.stages[0] != "predict" or getattr(args, "engine", None) == "beam"))
         if not beam_stage_only:
             raise UsageError(
-                f"a template launch runs one Dataflow job: stages=preprocess, or stages=predict with "
+                f"a template launch runs one Dataflow job: stages=preprocess, stages=cooc, or "
+                f"stages=predict with "
                 f"engine=beam (got stages={','.join(args.stages)}); chain the "
                 "stages with the nightly pipeline (docs/GCP.md)")
 

@@ -121,3 +121,20 @@ def test_a_template_launch_refuses_more_than_one_stage(tmp_path):
     assert result.returncode == 2
     assert "a template launch runs one Dataflow job" in result.stderr
     assert "staged jobs: 0" in result.stderr and not (tmp_path / "out").exists()
+
+
+def test_template_launch_of_cooc_publishes_it_by_itself(tmp_path):
+    """--stages=cooc through template/main.py: the launcher returns at once and the job,
+    finishing, publishes cooc/ with its marker; counts add up."""
+    rows = _interactions(tmp_path / "ratings.csv", bad_rows=2)
+    out = tmp_path / "out"
+    result = _launch("--stages=cooc", f"--output_dir={out}", "--no_report=true",
+                     "--source=interactions", f"--input={tmp_path / 'ratings.csv'}",
+                     "--pmi_min_count=1", "--job_name=ga-wals-cooc-test",
+                     f"--template_location={tmp_path / 'job.json'}",
+                     entry=(os.path.join(ROOT, "template", "main.py"),), env=_flex_env())
+    assert result.returncode == 0, result.stderr[-3000:]
+    manifest = json.load(open(out / "cooc" / "manifest.json"))
+    assert manifest["input_rows"] == rows == manifest["accepted_rows"] + manifest["rejected_rows"]
+    assert manifest["rejected_rows"] == 2 and glob.glob(str(out / "cooc" / "pmi_similar_items-*"))
+    assert not glob.glob(str(out / "_tmp_cooc_*"))

@@ -24,7 +24,7 @@ GCS_PATH = r"^gs://[a-z0-9][-_.a-z0-9]*[a-z0-9](/.*)?$"
 REGEX_OVERRIDES = {
     "output_dir": GCS_PATH,
     "input": GCS_PATH,
-    "stages": r"^(preprocess|train|predict)(,(preprocess|train|predict))*$",
+    "stages": r"^(preprocess|cooc|train|predict)(,(preprocess|cooc|train|predict))*$",
     "start_date": r"^([0-9]{8}|today(-[0-9]{1,4})?|yesterday)$",
     "end_date": r"^([0-9]{8}|today(-[0-9]{1,4})?|yesterday)$",
     "table": r"^[-a-zA-Z0-9_:.]+\.[a-zA-Z0-9_]+\.[a-zA-Z0-9_]+\*?$",
