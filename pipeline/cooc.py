@@ -29,7 +29,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("co-occurrence (cooc)")
     g.add_argument("--cooc_scope", choices=SCOPES, default="visitor",
                    help="Group of items whose pairs co-occur: a visitor over the input's window, "
-                        "or one session (GA sessions: --source ga_export).")
+                        "or one session (GA sources: ga_export, bigquery).")
     g.add_argument("--cooc_max_items", type=int, default=cooccurrence.DEFAULT_CAP,
                    help="Items per group at most (a stable hash picks which): one heavy visitor "
                         "then adds at most n(n-1)/2 pairs.")
@@ -51,9 +51,9 @@ def validate_args(args: argparse.Namespace) -> None:
     cli.check_range(args, "pmi_min_count", 1)
     cli.check_range(args, "cooc_top_n", 1, 10_000)
     cli.check_range(args, "pmi_embedding_dim", 0, 1024)
-    if args.cooc_scope == "session" and args.source != "ga_export":
-        raise ValueError(f"--cooc_scope session needs GA sessions (--source ga_export); "
-                         f"--source {args.source} has no session ids")
+    if args.cooc_scope == "session" and args.source == "interactions":
+        raise ValueError("--cooc_scope session needs GA sessions (--source ga_export or bigquery); "
+                         "--source interactions has no session ids")
 
 
 def run(args, beam_argv: list[str]) -> dict:

@@ -9,7 +9,8 @@
 The math (PMI, the shift, the cap) is stated once in transforms/cooccurrence.py. Groups are
 visitors over the input's window (`--cooc_scope visitor`) or sessions (`session`). Rows whose value is not positive count
 as no interaction, as in preprocess (pairs summed to <= 0 are dropped there). With
-`--cooc_scope session` the GA source keys rows by visitor and session (ga.session_interactions).
+`--cooc_scope session` the GA sources key rows by visitor and session (ga.session_interactions,
+and the same key in the BigQuery preset query).
 """
 from __future__ import annotations
 

@@ -218,3 +218,18 @@ def test_session_scope_needs_ga_sessions(tmp_path):
     assert run.main(["--stages", "cooc", "--source", "interactions", "--input", str(data),
                      "--output_dir", str(tmp_path / "out"), "--cooc_scope", "session"]) == 2
     assert not (tmp_path / "out").exists()
+
+
+def test_bigquery_session_keys_are_checked_on_their_visitor_part():
+    """Session-keyed BigQuery rows: the visitor part follows the id rules, the visit part must
+    be digits; a key without a visit is refused."""
+    from pipeline.sources.read import _parse_bigquery_rows
+    rows = [{"visitorId": "A\x1f12", "contentId": "c", "value": 1.0},
+            {"visitorId": "A,B\x1f1", "contentId": "c", "value": 1.0},
+            {"visitorId": "A\x1fx", "contentId": "c", "value": 1.0},
+            {"visitorId": "A", "contentId": "c", "value": 1.0}]
+    parsed = _parse_bigquery_rows(rows, session_key=True)
+    assert parsed.rows.column("visitorId").to_pylist() == [b"A\x1f12"]
+    assert [reason for _, reason in parsed.rejects] == [
+        "separator_in_user_id", "empty_user_id", "empty_user_id"]
+    assert _parse_bigquery_rows(rows[3:]).rows.num_rows == 1  # plain keys: as before

@@ -168,7 +168,8 @@ def _ga_interactions(sessions, preset, **kwargs):
 
 @pytest.mark.parametrize("preset,kwargs", [
     ("news", {}), ("news", {"content_dimension": 12}),
-    ("ecommerce", {}), ("ecommerce", {"purchase_weight": 0.0})])
+    ("ecommerce", {}), ("ecommerce", {"purchase_weight": 0.0}),
+    ("news", {"session_key": True}), ("ecommerce", {"session_key": True})])  # cooc's session scope
 def test_sql_matches_export_semantics(export, preset, kwargs):
     sessions, path = export
     by_sql = run_bigquery_sql_on_ndjson(sql.build_query(preset, TABLE, **kwargs), path)

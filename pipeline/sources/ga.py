@@ -37,7 +37,7 @@ from typing import Any
 
 PRESETS = ("news", "ecommerce")
 DEFAULT_CONTENT_DIMENSION = 10
-SESSION_KEY_SEPARATOR = "\x1f"  # never in a visitorId: control characters are rejected there
+SESSION_KEY_SEPARATOR = "\x1f"  # visitor + it + visitId: split at the last one (visitId: digits)
 DEFAULT_PURCHASE_WEIGHT = 5.0
 # GA ends a session after at most 4 hours of inactivity, so a longer time on page cannot be real.
 DEFAULT_MAX_TIME_ON_PAGE_MS = 4 * 60 * 60 * 1000

@@ -144,7 +144,26 @@ class ReadInteractions(beam.PTransform):
 
 # --- bigquery -----------------------------------------------------------------------------------
 
-def _parse_bigquery_rows(rows: list[dict]) -> ParsedBatch:
+class _BigQueryRowsParser:
+    """Rows of the preset query (already summed, value > 0); still checked, never trusted.
+    session_key: visitorIds are visitor + SESSION_KEY_SEPARATOR + visitId (digits), and the
+    visitor part is what the id rules check."""
+
+    def __init__(self, session_key: bool = False):
+        self._session_key = session_key
+
+    def __call__(self, rows: list[dict]) -> ParsedBatch:
+        return _parse_bigquery_rows(rows, self._session_key)
+
+
+def _visitor_part(visitor: str, session_key: bool) -> str:
+    if not session_key:
+        return visitor
+    part, separator, visit = visitor.rpartition(ga.SESSION_KEY_SEPARATOR)
+    return part if separator and visit.isdigit() else ""  # "" -> empty_user_id: rejected
+
+
+def _parse_bigquery_rows(rows: list[dict], session_key: bool = False) -> ParsedBatch:
     """Rows of the preset query (already summed, value > 0); still checked, never trusted."""
     triples, rejects = [], []
     for row in rows:
@@ -153,7 +172,7 @@ def _parse_bigquery_rows(rows: list[dict]) -> ParsedBatch:
         except (KeyError, TypeError, ValueError):
             rejects.append((row, "malformed_bigquery_row"))
             continue
-        reason = (bad_id_reason(str(visitor or ""), str(content or ""))
+        reason = (bad_id_reason(_visitor_part(str(visitor or ""), session_key), str(content or ""))
                   or ("non_positive_value" if not (math.isfinite(value) and value > 0) else None)
                   or ("value_out_of_range" if value > MAX_VALUE else None))
         if reason:
@@ -166,22 +185,22 @@ def _parse_bigquery_rows(rows: list[dict]) -> ParsedBatch:
 class ReadBigQuery(beam.PTransform):
     """Standard-SQL query (from pipeline.sources.sql.build_query) -> SourceOutput."""
 
-    def __init__(self, query: str):
+    def __init__(self, query: str, session_key: bool = False):
         super().__init__()
-        self.query = query
+        self.query, self._session_key = query, session_key
 
     def expand(self, pipeline):
         return (pipeline
                 | "Query" >> beam.io.ReadFromBigQuery(query=self.query, use_standard_sql=True)
                 | "Batch" >> beam.BatchElements(min_batch_size=512, max_batch_size=8192)
-                | "CheckRows" >> _ParseBatches(_parse_bigquery_rows, "bigquery"))
+                | "CheckRows" >> _ParseBatches(_BigQueryRowsParser(self._session_key), "bigquery"))
 
 
 def source_transform(args, session_key: bool = False) -> beam.PTransform:
     """The reading PTransform for args.source (the seam tests use to check what would run).
-    session_key (ga_export only): rows keyed by visitor and session (ga.session_interactions)."""
-    if session_key and args.source != "ga_export":
-        raise ValueError(f"session keys come from GA sessions (--source ga_export), not {args.source}")
+    session_key (GA sources): rows keyed by visitor and session (ga.session_interactions)."""
+    if session_key and args.source == "interactions":
+        raise ValueError("session keys come from GA sessions (--source ga_export or bigquery)")
     if args.source == "ga_export":
         return ReadGaExport(args.input, args.ga_preset, content_dimension=args.content_dimension,
                             purchase_weight=args.purchase_weight, session_key=session_key)
@@ -189,7 +208,7 @@ def source_transform(args, session_key: bool = False) -> beam.PTransform:
         return ReadInteractions(args.input)
     if args.source == "bigquery":
         from pipeline.sources import sql
-        return ReadBigQuery(sql.query_for(args))
+        return ReadBigQuery(sql.query_for(args, session_key), session_key)
     raise ValueError(f"unknown --source {args.source!r}")
 
 

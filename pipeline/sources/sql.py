@@ -79,8 +79,11 @@ def validate_date(date: str, flag: str = "date") -> str:
 def build_query(preset: str, table: str, *, content_dimension: int = DEFAULT_CONTENT_DIMENSION,
                 start_date: str | None = None, end_date: str | None = None,
                 purchase_weight: float = DEFAULT_PURCHASE_WEIGHT,
-                max_time_on_page_ms: int = DEFAULT_MAX_TIME_ON_PAGE_MS) -> str:
-    """Standard SQL giving columns visitorId, contentId, value (FLOAT64 > 0), summed across sessions.
+                max_time_on_page_ms: int = DEFAULT_MAX_TIME_ON_PAGE_MS,
+                session_key: bool = False) -> str:
+    """Standard SQL giving columns visitorId, contentId, value (FLOAT64 > 0), summed across sessions
+    (session_key: per session, visitorId = fullVisitorId + CHR(31) + visitId, as
+    pipeline.sources.ga.session_interactions keys them for the cooc stage's session scope).
 
     start_date / end_date (YYYYMMDD, inclusive) filter `_TABLE_SUFFIX`, so they need a wildcard
     table (`...ga_sessions_*`); they also keep out `ga_sessions_intraday_*` tables, whose
@@ -95,14 +98,21 @@ def build_query(preset: str, table: str, *, content_dimension: int = DEFAULT_CON
         return _news_query(table, " AND ".join(where),
                            _checked_int(content_dimension, "content_dimension", 1,
                                         MAX_CUSTOM_DIMENSION),
-                           _checked_int(max_time_on_page_ms, "max_time_on_page_ms", 1, 10**12))
+                           _checked_int(max_time_on_page_ms, "max_time_on_page_ms", 1, 10**12),
+                           _group_key(session_key))
     if not (isinstance(purchase_weight, (int, float)) and not isinstance(purchase_weight, bool)
             and math.isfinite(purchase_weight) and purchase_weight >= 0):
         raise ValueError(f"purchase_weight must be a finite number >= 0, got {purchase_weight!r}")
-    return _ecommerce_query(table, " AND ".join(where), float(purchase_weight))
+    return _ecommerce_query(table, " AND ".join(where), float(purchase_weight),
+                            _group_key(session_key))
 
 
-def query_for(args) -> str:
+def _group_key(session_key: bool) -> str:
+    """The final SELECT's visitorId: the visitor, or the visitor's session."""
+    return "CONCAT(visitorId, CHR(31), CAST(visitId AS STRING))" if session_key else "visitorId"
+
+
+def query_for(args, session_key: bool = False) -> str:
     """The query of `--source bigquery` for the preprocess stage's flags (--table, --ga_preset,
     --start_date, --end_date and the preset's options), every one checked: a bad one raises a
     ValueError naming it. No I/O, no Beam: the driver runs it among its up-front flag checks."""
@@ -110,7 +120,8 @@ def query_for(args) -> str:
         raise ValueError("--source bigquery needs --table, e.g. project.dataset.ga_sessions_*")
     return build_query(args.ga_preset, validate_table(args.table),
                        content_dimension=args.content_dimension, start_date=args.start_date,
-                       end_date=args.end_date, purchase_weight=args.purchase_weight)
+                       end_date=args.end_date, purchase_weight=args.purchase_weight,
+                       session_key=session_key)
 
 
 def _date_filter(table: str, start_date: str | None, end_date: str | None) -> list[str]:
@@ -136,7 +147,8 @@ def _checked_int(value: int, name: str, low: int, high: int) -> int:
     return value
 
 
-def _news_query(table: str, where: str, content_dimension: int, max_time_on_page_ms: int) -> str:
+def _news_query(table: str, where: str, content_dimension: int, max_time_on_page_ms: int,
+                key: str = "visitorId") -> str:
     return f"""\
 WITH page_hits AS (
   SELECT
@@ -163,7 +175,7 @@ timed_pages AS (
 ),
 checked_pages AS (
   SELECT
-    visitorId, contentId, time_on_page_ms,
+    visitorId, visitId, contentId, time_on_page_ms,
     -- a session pipeline.sources.ga would reject contributes nothing
     MAX(CASE WHEN hit_time_ms IS NULL OR hit_number IS NULL OR pages_with_hit_number > 1
                OR (has_content_dimension AND COALESCE(TRIM(contentId), '') = '')
@@ -171,15 +183,15 @@ checked_pages AS (
              THEN 1 ELSE 0 END) OVER (PARTITION BY visitorId, visitId, session_date) AS session_rejected
   FROM timed_pages
 )
-SELECT visitorId, contentId, CAST(SUM(time_on_page_ms) AS FLOAT64) AS value
+SELECT {key} AS visitorId, contentId, CAST(SUM(time_on_page_ms) AS FLOAT64) AS value
 FROM checked_pages
 WHERE session_rejected = 0 AND contentId IS NOT NULL AND time_on_page_ms IS NOT NULL
-GROUP BY visitorId, contentId
+GROUP BY 1, contentId
 HAVING SUM(time_on_page_ms) > 0
 """
 
 
-def _ecommerce_query(table: str, where: str, purchase_weight: float) -> str:
+def _ecommerce_query(table: str, where: str, purchase_weight: float, key: str = "visitorId") -> str:
     return f"""\
 WITH product_actions AS (
   SELECT
@@ -197,16 +209,16 @@ WITH product_actions AS (
 ),
 checked_actions AS (
   SELECT
-    visitorId, contentId, score,
+    visitorId, visitId, contentId, score,
     -- a session pipeline.sources.ga would reject (empty SKU) contributes nothing
     MAX(CASE WHEN COALESCE(TRIM(contentId), '') = '' OR {_BAD_IDS} THEN 1 ELSE 0 END)
       OVER (PARTITION BY visitorId, visitId, session_date) AS session_rejected
   FROM product_actions
 )
-SELECT visitorId, contentId, CAST(SUM(score) AS FLOAT64) AS value
+SELECT {key} AS visitorId, contentId, CAST(SUM(score) AS FLOAT64) AS value
 FROM checked_actions
 WHERE session_rejected = 0
-GROUP BY visitorId, contentId
+GROUP BY 1, contentId
 HAVING SUM(score) > 0
 """
 
