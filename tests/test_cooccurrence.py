@@ -41,6 +41,23 @@ def brute_force(rows, cap):
     return capped, pairs, counts, len(capped)
 
 
+def scored_both_ways(rows, min_count=cooccurrence.DEFAULT_MIN_COUNT):
+    """{item: [(neighbour, SPPMI), ...]} of the brute-force counts (every kept pair, both ways)."""
+    _, pairs, counts, groups = brute_force(rows, 50)
+    scored = {}
+    for (a, b), n in pairs.items():
+        score = cooccurrence.sppmi(n, counts[a], counts[b], groups, min_count=min_count)
+        if score is not None:
+            scored.setdefault(a, []).append((b, score))
+            scored.setdefault(b, []).append((a, score))
+    return scored
+
+
+def expected_lines(rows, n):
+    return sorted(cooc_job.similar_items_line((item, cooccurrence.top_neighbours(found, n)))
+                  for item, found in scored_both_ways(rows).items())
+
+
 def batches_of(rows, size=17):
     return [triples_batch(rows[i:i + size]) for i in range(0, len(rows), size)]
 
@@ -82,15 +99,7 @@ def test_sppmi_values():
 
 def test_similar_items_are_the_best_sppmi_neighbours_best_first():
     rows = fixture_rows(seed=5, visitors=200)
-    capped, pairs, counts, groups = brute_force(rows, 50)
-    expected = {}
-    for (a, b), n in pairs.items():
-        score = cooccurrence.sppmi(n, counts[a], counts[b], groups)
-        if score is not None:
-            expected.setdefault(a, []).append((b, score))
-            expected.setdefault(b, []).append((a, score))
-    want = sorted(cooc_job.similar_items_line((item, cooccurrence.top_neighbours(ns, 3)))
-                  for item, ns in expected.items())
+    want = expected_lines(rows, 3)
     batches = batches_of(rows, size=len(rows))
     with beam.Pipeline(runner=FnApiRunner()) as p:
         counted = p | beam.Create(batches) | cooc_job.ItemsPerGroup() | cooc_job.CountCooccurrences()
@@ -128,14 +137,7 @@ def test_stage_end_to_end_counts_add_up_and_lines_match(tmp_path):
     assert manifest["rejected_rows"] == 1
     capped, pairs, counts, groups = brute_force([r for r in rows if r[2] > 0], 50)
     assert (manifest["groups"], manifest["pairs"]) == (groups, len(pairs))
-    expected = {}
-    for (a, b), n in pairs.items():
-        score = cooccurrence.sppmi(n, counts[a], counts[b], groups)
-        if score is not None:
-            expected.setdefault(a, []).append((b, score))
-            expected.setdefault(b, []).append((a, score))
-    want = sorted(cooc_job.similar_items_line((item, cooccurrence.top_neighbours(ns, 4)))
-                  for item, ns in expected.items())
+    want = expected_lines(rows, 4)
     got = sorted(line for path in (out / "cooc").glob("pmi_similar_items-*")
                  for line in path.read_text(encoding="utf-8").splitlines())
     assert got == want and any("ü" in line for line in got)
@@ -153,12 +155,8 @@ def test_pmi_embeddings_fit_the_sppmi_matrix():
     and items without any kept pair get no direction (a zero vector)."""
     from trainer.pmi_embeddings import pmi_embeddings
     rows = fixture_rows(seed=11, visitors=300, items=30)
-    _, pairs, counts, groups = brute_force(rows, 50)
-    scored = []
-    for (a, b), n in pairs.items():
-        score = cooccurrence.sppmi(n, counts[a], counts[b], groups, min_count=1)
-        if score is not None:
-            scored += [(a, (b, score)), (b, (a, score))]
+    counts = brute_force(rows, 50)[2]
+    scored = [(a, pair) for a, found in scored_both_ways(rows, min_count=1).items() for pair in found]
     lonely = b"never-paired"
     ids, factors, solver = pmi_embeddings(list(counts) + [lonely], scored, dim=16, seed=1)
     assert ids == sorted(set(counts) | {lonely}) and factors.shape == (len(ids), 16)
