@@ -12,9 +12,11 @@ PIP_INSTALL := $(BIN)/pip install --disable-pip-version-check -q
 
 .PHONY: demo test bench clean venv orchestrate-venv nightly
 
-$(STAMP): requirements.txt requirements-dev.txt constraints.txt
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP_INSTALL) -r requirements-dev.txt -c constraints.txt
+	# the project itself, editable: `ga-wals` and the packages work from any folder
+	$(PIP_INSTALL) --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -23,5 +23,9 @@ setuptools.setup(
     extras_require={
         "test": ["pytest==9.2.0", "sqlglot==30.30.0", "duckdb==2.0.0", "hypothesis==6.170.15"],
         "bench": ["implicit==0.7.3"],
+        # to view model/logs: tensorboard --logdir OUTPUT/model/logs (the trainer writes the
+        # scalars with TF's own summary ops, so training never needs this package)
+        "tensorboard": ["tensorboard==2.21.0"],
     },
+    entry_points={"console_scripts": ["ga-wals=pipeline.run:console_main"]},  # = python -m pipeline.run
 )

@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
         {"--model_dir": "trained model/ folder (local or gs://).",
          "--preproc_dir": "preproc/ folder of recent sessions (local or gs://).",
          "--output_dir": "folder to write (batch_pred-* of the folded-in visitors)."},
-        add_args, formatter_class=argparse.RawDescriptionHelpFormatter)
+        add_args)
 
 
 def main(argv: list[str] | None = None) -> int:

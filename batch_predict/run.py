@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
         {"--preproc_dir": "preproc/ folder (local or gs://).",
          "--model_dir": "model/ folder (local or gs://).",
          "--output_dir": "predictions/ folder to write."},
-        add_args, formatter_class=argparse.RawDescriptionHelpFormatter)
+        add_args)
 
 
 def main(argv: list[str] | None = None) -> int:

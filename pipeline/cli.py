@@ -23,11 +23,34 @@ def add_shared_args(parser: argparse.ArgumentParser) -> None:
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """--help with each flag's default, where it says something (not None, not an off switch)
+    and the help text does not already state it; descriptions keep their line breaks."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if (action.default in (None, False, argparse.SUPPRESS) or "default" in text.lower()
+                or not action.option_strings):
+            return text
+        return super()._get_help_string(action)
+
+
+def suggest(unknown: str, parser: argparse.ArgumentParser) -> str:
+    """' (did you mean --x?)' for a misspelt flag, else ''."""
+    import difflib
+
+    name = unknown.split("=", 1)[0]
+    options = [o for action in parser._actions for o in action.option_strings if o.startswith("--")]
+    close = difflib.get_close_matches(name, options, n=1, cutoff=0.75)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
 def stage_parser(prog: str, description: str, paths: dict[str, str], add_stage_args,
                  **parser_kwargs) -> argparse.ArgumentParser:
     """The parser of a stage's own entry point: its required path flags ({flag: help}), the
     shared flags and the stage's own flags (`add_stage_args`)."""
-    parser = argparse.ArgumentParser(prog=prog, description=description, **parser_kwargs)
+    parser = argparse.ArgumentParser(prog=prog, description=description,
+                                     **{"formatter_class": HelpFormatter, **parser_kwargs})
     for flag, help_text in paths.items():
         parser.add_argument(flag, required=True, help=help_text)
     add_shared_args(parser)

@@ -68,6 +68,7 @@ def run(args, beam_argv: list[str]) -> dict:
 def main(argv: list[str] | None = None) -> None:
     """`python -m pipeline.cooc`: this stage alone; exit 0 on success, 1 on failure, 2 bad flags."""
     parser = argparse.ArgumentParser(prog="python -m pipeline.cooc",
+                                     formatter_class=cli.HelpFormatter,
                                      description=__doc__.split("\n", 1)[0])
     parser.add_argument("--output_dir", default=cli.DEFAULT_OUTPUT_DIR)
     cli.add_shared_args(parser)

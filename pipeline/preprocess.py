@@ -114,6 +114,7 @@ def run(args, beam_argv: list[str]) -> dict:
 def main(argv: list[str] | None = None) -> None:
     """`python -m pipeline.preprocess`: this stage alone; exit 0 on success, 1 on failure."""
     parser = argparse.ArgumentParser(prog="python -m pipeline.preprocess",
+                                     formatter_class=cli.HelpFormatter,
                                      description=__doc__.split("\n", 1)[0])
     parser.add_argument("--output_dir", default=cli.DEFAULT_OUTPUT_DIR)
     cli.add_shared_args(parser)

@@ -81,7 +81,7 @@ def add_driver_args(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m pipeline.run", allow_abbrev=False,
+        prog="python -m pipeline.run", allow_abbrev=False, formatter_class=cli.HelpFormatter,
         description="GA360 -> WALS recommendations: preprocess, train and predict in one command. "
                     "Unrecognised --flags are Beam pipeline options (--runner, --project, ...).")
     add_driver_args(parser)
@@ -126,8 +126,8 @@ def check_beam_argv(parser: argparse.ArgumentParser, beam_argv: list[str]) -> No
     unknown = _unknown_beam_flags(beam_argv)
     if not unknown:
         return
-    message = (f"unrecognised flag(s) {' '.join(unknown)}: neither a pipeline flag (see --help) "
-               "nor a Beam pipeline option")
+    message = (f"unrecognised flag(s) {' '.join(t + cli.suggest(t, parser) for t in unknown)}: "
+               "neither a pipeline flag (see --help) nor a Beam pipeline option")
     if os.environ.get("FLEX_TEMPLATE_PYTHON_PY_FILE"):
         log.warning("%s; passed on to Beam (Flex Template launcher)", message)  # launcher's own options
     else:
@@ -409,5 +409,10 @@ def exit_now(code: int) -> None:
     os._exit(code)
 
 
-if __name__ == "__main__":
+def console_main() -> None:
+    """The `ga-wals` command (setup.py's console script): the same as python -m pipeline.run."""
     exit_now(main())
+
+
+if __name__ == "__main__":
+    console_main()

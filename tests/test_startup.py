@@ -1,9 +1,13 @@
 """Fixed costs paid once: a stage's --help and a rejected flag import no TensorFlow, Beam or TF
 Transform (each takes seconds); the heavy parts are imported when a stage runs. Checked in fresh
 processes under `python -X importtime`, with the commands benchmarks/startup.py times."""
+import os
+import subprocess
+import sys
+
 import pytest
 
-from benchmarks.startup import heavy_imports, stage_commands
+from benchmarks.startup import ROOT, heavy_imports, stage_commands
 
 
 @pytest.mark.parametrize("label", list(stage_commands("out")))
@@ -26,3 +30,22 @@ def test_a_rejected_flag_exits_2_before_any_heavy_import(flags, message, tmp_pat
                                          *flags])
     assert code == 2 and message in stderr, stderr[-2000:]
     assert heavy == [] and not (tmp_path / "out").exists()
+
+
+def test_ga_wals_command_runs_from_any_folder(tmp_path):
+    """`make` installs the project editable: the `ga-wals` console script is pipeline.run, and
+    it works outside the repository (no `No module named 'pipeline'`)."""
+    command = os.path.join(os.path.dirname(sys.executable), "ga-wals")
+    assert os.path.exists(command), "ga-wals not installed: run `make test` (pip install -e .)"
+    done = subprocess.run([command, "--help"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and "--output_dir" in done.stdout
+    assert "(default: 128)" in done.stdout  # --help shows the defaults
+
+
+def test_a_misspelt_flag_gets_a_suggestion(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "pipeline.run", "--n_embed", "8",
+                           "--output_dir", str(tmp_path / "out")], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2 and "did you mean --n_embeds?" in done.stderr
+    assert not (tmp_path / "out").exists()
