@@ -44,7 +44,7 @@ def collect_run(root: str) -> dict:
     return {
         "root": root,
         "paths": {"preproc": preproc, "model": model, "predictions": predictions,
-                  "report": join(root, "report.html")},
+                  "cooc": join(root, COOC), "report": join(root, "report.html")},
         "metadata": _json_or_none(join(preproc, "metadata.json")),
         "tuning": _json_or_none(join(root, TUNING, "best.json")),
         "model": _json_or_none(join(model, "model.json")),
@@ -102,14 +102,23 @@ def _fmt(value) -> str:
     return "-" if value is None else str(value)
 
 
+def entity_words(metadata: dict | None) -> tuple[str, str]:
+    """What a row and an item are called for this run's source: user/item for interactions
+    files, visitor/content (news) or visitor/product (ecommerce) for GA sessions."""
+    if not metadata or metadata.get("source") == "interactions":
+        return ("user", "item") if metadata else ("visitor", "item")
+    return "visitor", "product" if metadata.get("ga_preset") == "ecommerce" else "content"
+
+
 def format_summary(run: dict, seconds: dict | None = None) -> str:
     """The short plain-text summary printed at the end of pipeline.run."""
+    user, item = entity_words(run["metadata"])
     lines = [f"== run summary: {run['root']} =="]
     if seconds:
         lines.append("stages: " + ", ".join(f"{s} {t:.1f} s" for s, t in seconds.items()))
     meta = run["metadata"]
     if meta:
-        lines.append(f"data: {meta['nusers']} users x {meta['nitems']} items, "
+        lines.append(f"data: {meta['nusers']} {user}s x {meta['nitems']} {item}s, "
                      f"{meta.get('interactions', '?')} interactions from {meta.get('input_rows', '?')} "
                      f"input rows ({meta.get('rejected_rows', 0)} rejected"
                      + (f": {meta['rejected_by_reason']}" if meta.get("rejected_by_reason") else "") + ")")
@@ -131,10 +140,12 @@ def format_summary(run: dict, seconds: dict | None = None) -> str:
                           if k in run["metrics"])
         lines.append(f"held-out metrics ({about}): " + " | ".join(columns))
         lines += [f"  {name:<16}" + "  ".join(f"{_fmt(v):>10}" for v in values) for name, values in rows]
-    lines.append("artifacts:")
-    lines += [f"  {name:<12} {path}" for name, path in run["paths"].items()]
+    written = {name: path for name, path in run["paths"].items() if exists(path)}
+    if written:  # only what exists (the report itself is written after this summary)
+        lines.append("artifacts:")
+        lines += [f"  {name:<12} {path}" for name, path in written.items()]
     if run["recommendations"]:
-        lines.append("sample recommendations (visitorId -> contentIds, best first):")
+        lines.append(f"sample recommendations ({user} -> {item}s, best first):")
         lines += [f"  {line.replace(chr(9), ' -> ', 1)}" for line in run["recommendations"]]
     return "\n".join(lines)
 

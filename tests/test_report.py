@@ -33,13 +33,15 @@ def test_summary_has_counts_median_losses_metrics_paths_and_recommendations(tmp_
     write_model(str(tmp_path), losses=(3.5, 1.25, 0.75))
     write_predictions(str(tmp_path), ["visitor4\tarticle0,article2"])
     text = report.format_summary(report.collect_run(str(tmp_path)), {"train": 2.5})
-    assert f"6 users x 5 items, {len(ratings)} interactions" in text
+    assert f"6 visitors x 5 contents, {len(ratings)} interactions" in text  # GA news words
     assert "2 rejected: {'invalid_json': 2}" in text
     assert "median raw value 31,000" in text
     assert "loss per epoch: 3.5 1.25 0.75" in text
     assert re.search(r"ndcg@10\s+0.31\s+0.18", text)
     assert f"predictions  {tmp_path}/predictions" in text and "train 2.5 s" in text
     assert "visitor4 -> article0,article2" in text
+    assert "sample recommendations (visitor -> contents" in text
+    assert f"{tmp_path}/cooc" not in text and "report.html" not in text  # only what exists
 
 
 def test_preprocess_only_run_reports_what_exists(tmp_path):
@@ -51,6 +53,20 @@ def test_preprocess_only_run_reports_what_exists(tmp_path):
     html = page.read_text()
     assert len(_images(html)) == 1 and "<h2>Rating distribution</h2>" in html
     assert "Training loss" not in html
+
+
+def test_summary_words_fit_the_source_and_list_only_existing_paths(tmp_path):
+    """An interactions file says user/item; a preprocess-only run lists no model/predictions."""
+    import json
+    write_preproc(str(tmp_path))
+    meta_path = tmp_path / "preproc" / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "source": "interactions", "ga_preset": None}))
+    text = report.format_summary(report.collect_run(str(tmp_path)))
+    assert "6 users x 5 items" in text
+    assert f"{tmp_path}/preproc" in text
+    assert f"{tmp_path}/model" not in text and f"{tmp_path}/predictions" not in text
+    assert report.entity_words({"source": "bigquery", "ga_preset": "ecommerce"}) == ("visitor", "product")
 
 
 def test_rating_sample_reads_the_scaled_ratings_from_the_tfrecords(tmp_path):
