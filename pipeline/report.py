@@ -203,7 +203,7 @@ def figures(run: dict) -> dict[str, str]:
             fig, ax = plt.subplots(figsize=(6, 3.5))
             ax.hist(ratings, bins=40)
             ax.set(xlabel="scaled rating", ylabel="interactions",
-                   title=f"Rating distribution ({ratings.size} ratings of the first users)")
+                   title=f"Rating distribution ({ratings.size} ratings of the most active users)")
             out["Rating distribution"] = _png(fig)
     if run.get("tuning"):
         out["Hyperparameter search"] = _tuning_figure(plt, run["tuning"])
@@ -258,6 +258,45 @@ def _table(header: list[str], rows: list[list]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+READ = {  # "how to read this", one line per section
+    "metrics": "Scores of the model trained without the held-out interactions, on those: the share "
+               "of each user's held-out items found in their top k (recall), how high they rank "
+               "(NDCG, MAP) and how many of the k are right (precision); coverage is the share of "
+               "the catalog ever recommended. Popularity recommends the most read items to "
+               "everyone. RMSE compares predicted with held-out ratings: popularity predicts each "
+               "item's mean rating, while WALS fits a preference (by default 1 with a confidence), "
+               "not the rating, so its RMSE is not its goal.",
+    "model": "The settings this model was trained with (trainer flags; python -m trainer.task "
+             "--help explains each).",
+    "Training loss": "The weighted loss after each epoch: it should fall and flatten; a rise "
+                     "means the settings do not suit the data.",
+    "Rating distribution": "Ratings are min(scale x value / median, 1): every value above "
+                           "median / scale (e.g. a long read) is capped at 1, hence the bar at 1.",
+    "Hyperparameter search": "Each trial's held-out metric and the best so far; the dashed line "
+                             "is the flags as given.",
+    "Item embeddings (PCA)": "Items close together are recommended to the same people; the "
+                             "labels name a few of the most distinctive items.",
+}
+
+
+def _read(text: str) -> str:
+    return f'<p class="read">{html.escape(text)}</p>' if text else ""
+
+
+def _better(metric: str) -> str:
+    return "lower" if metric.startswith("rmse") else "higher"
+
+
+def flag_meanings() -> dict[str, str]:
+    """The trainer flags' help texts ({dest: help}), the meaning column of the Model table."""
+    import argparse
+
+    from trainer import task
+    parser = argparse.ArgumentParser(add_help=False)
+    task.add_args(parser)
+    return {a.dest: a.help or "" for a in parser._actions}
+
+
 def render_html(run: dict, images: dict[str, str]) -> str:
     esc = html.escape
     parts = [f"<h1>WALS run report</h1><p>{esc(run['root'])} &middot; generated "
@@ -275,8 +314,9 @@ def render_html(run: dict, images: dict[str, str]) -> str:
         parts.append("<p>No preprocessing artifacts (preproc/metadata.json) found.</p>")
     columns, rows = metrics_table(run["metrics"])
     if rows:
-        parts.append("<h2>Held-out metrics</h2>" + _table(["metric"] + columns,
-                                                          [[n] + v for n, v in rows]))
+        parts.append("<h2>Held-out metrics</h2>" + _read(READ["metrics"])
+                     + _table(["metric"] + columns + ["better"],
+                              [[n] + v + [_better(n)] for n, v in rows]))
     tuning = run.get("tuning")
     if tuning:
         parts.append(
@@ -289,9 +329,13 @@ def render_html(run: dict, images: dict[str, str]) -> str:
         rows = {"n_embeds": run["model"].get("n_embeds"),
                 "epochs_completed": run["model"].get("epochs_completed")}
         rows.update(run["model"].get("hyperparameters") or {})
-        parts.append("<h2>Model</h2>" + _table(["", "value"], sorted([k, v] for k, v in rows.items())))
+        meaning = flag_meanings()
+        parts.append("<h2>Model</h2>" + _read(READ["model"])
+                     + _table(["setting", "value", "meaning"],
+                              sorted([k, v, meaning.get(k, "")] for k, v in rows.items())))
     for title, png in images.items():
-        parts.append(f"<h2>{esc(title)}</h2><img alt=\"{esc(title)}\" src=\"data:image/png;base64,{png}\">")
+        parts.append(f"<h2>{esc(title)}</h2>" + _read(READ.get(title, ""))
+                     + f"<img alt=\"{esc(title)}\" src=\"data:image/png;base64,{png}\">")
     if run.get("similar_items"):
         cooc = run.get("cooc") or {}
         parts.append(
@@ -308,7 +352,8 @@ def render_html(run: dict, images: dict[str, str]) -> str:
                      + _table(["visitorId", "contentIds (best first)"], [r[:2] for r in recs]))
     parts.append("<h2>Artifacts</h2>" + _table(["", "path"], [[k, v] for k, v in run["paths"].items()]))
     style = ("body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse;"
-             "margin:.5em 0}td,th{border:1px solid #ccc;padding:.2em .6em;text-align:left}")
+             "margin:.5em 0;max-width:100%}td,th{border:1px solid #ccc;padding:.2em .6em;"
+             "text-align:left;overflow-wrap:anywhere}img{max-width:100%}p.read{color:#555}")
     return (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>WALS run report</title>"
             f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
 

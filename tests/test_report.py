@@ -112,3 +112,15 @@ def test_similar_items_table_pairs_both_sources_for_the_popular_items(tmp_path):
     assert report.similar_items(str(tmp_path)) == [["b", "a, c", "-"], ["a", "b, c", "c"]]
     page = report.render_html(report.collect_run(str(tmp_path)), {})
     assert "<h2>Similar items</h2>" in page and "<td>b, c</td><td>c</td>" in page
+
+
+def test_report_explains_itself(tmp_path):
+    """Each section says how to read it; metrics say which direction is better; settings say
+    what they mean; wide tables wrap instead of overflowing."""
+    write_run(str(tmp_path))
+    page = report.render_html(report.collect_run(str(tmp_path)), {"Rating distribution": ""})
+    assert "<th>better</th>" in page and re.search(r"<td>ndcg@10</td>.*?<td>higher</td>", page)
+    assert "popularity predicts each item&#x27;s mean rating" in page
+    assert re.search(r"<td>n_embeds</td><td>\d+</td><td>Latent factors k.</td>", page)
+    assert "capped at 1" in page and "overflow-wrap:anywhere" in page
+    assert report._better("rmse") == "lower"
