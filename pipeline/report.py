@@ -235,12 +235,24 @@ def _tuning_figure(plt, tuning: dict) -> str:
     return _png(fig)
 
 
+def spread_labels(points: np.ndarray, n: int, min_gap: float = 0.08) -> list[int]:
+    """Up to n points to label: the outermost first (the most distinctive items), each at least
+    min_gap × the plot's extent from every label taken, so labels do not overlap into a blob."""
+    gap = min_gap * float(np.ptp(points, axis=0).max() or 1.0)
+    taken: list[int] = []
+    for j in np.argsort(-np.linalg.norm(points, axis=1), kind="stable"):
+        if all(np.linalg.norm(points[j] - points[t]) >= gap for t in taken):
+            taken.append(int(j))
+            if len(taken) == n:
+                break
+    return taken
+
+
 def _pca_figure(plt, item_factors: np.ndarray, run: dict) -> str:
     points = pca_2d(item_factors)
     shown = np.random.default_rng(0).permutation(len(points))[:PCA_MAX_POINTS]
     item_ids = read_vocabulary(vocab_path(run["paths"]["preproc"], VOCAB_ITEMS, run["metadata"]))
-    # label the outermost points: they are spread apart (readable) and the most distinctive items
-    labelled = np.argsort(-np.linalg.norm(points, axis=1), kind="stable")[:LABELLED_ITEMS]
+    labelled = spread_labels(points, LABELLED_ITEMS)
     fig, ax = plt.subplots(figsize=(7, 5.5))
     ax.scatter(points[shown, 0], points[shown, 1], s=6, alpha=0.5)
     for j in labelled:

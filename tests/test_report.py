@@ -124,3 +124,14 @@ def test_report_explains_itself(tmp_path):
     assert re.search(r"<td>n_embeds</td><td>\d+</td><td>Latent factors k.</td>", page)
     assert "capped at 1" in page and "overflow-wrap:anywhere" in page
     assert report._better("rmse") == "lower"
+
+
+def test_pca_labels_keep_apart():
+    rng = np.random.default_rng(0)
+    points = np.vstack([rng.normal(0, 1, (200, 2)), [[10, 10], [10.01, 10.0], [-10, -10]]])
+    labelled = report.spread_labels(points, 5)
+    assert labelled[:2] == [200, 202] or labelled[:2] == [201, 202]  # one of the twin outliers
+    assert not {200, 201} <= set(labelled)
+    gap = 0.08 * np.ptp(points, axis=0).max()
+    assert all(np.linalg.norm(points[a] - points[b]) >= gap
+               for i, a in enumerate(labelled) for b in labelled[i + 1:])
