@@ -205,6 +205,13 @@ def figures(run: dict) -> dict[str, str]:
             ax.set(xlabel="scaled rating", ylabel="interactions",
                    title=f"Rating distribution ({ratings.size} ratings of the most active users)")
             out["Rating distribution"] = _png(fig)
+    curve = ((run["model"] or {}).get("phases") or {}).get("eval", {}).get("heldout_ndcg") or []
+    if any(value is not None for value in curve):
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.plot(range(1, len(curve) + 1), [np.nan if v is None else v for v in curve], marker="o")
+        ax.set(xlabel="epoch", ylabel="held-out NDCG (2,000 users)",
+               title="Held-out NDCG per epoch (eval phase)")
+        out["Held-out NDCG per epoch"] = _png(fig)
     if run.get("tuning"):
         out["Hyperparameter search"] = _tuning_figure(plt, run["tuning"])
     col_path = join(run["paths"]["model"], "col_factors.npy")
@@ -282,6 +289,9 @@ READ = {  # "how to read this", one line per section
              "--help explains each).",
     "Training loss": "The weighted loss after each epoch: it should fall and flatten; a rise "
                      "means the settings do not suit the data.",
+    "Held-out NDCG per epoch": "How well the model trained without the held-out interactions "
+                               "ranks them after each epoch (a sample of users): it should rise "
+                               "and level off; a fall means more epochs overfit.",
     "Rating distribution": "Ratings are min(scale x value / median, 1): every value above "
                            "median / scale (e.g. a long read) is capped at 1, hence the bar at 1.",
     "Hyperparameter search": "Each trial's held-out metric and the best so far; the dashed line "

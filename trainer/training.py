@@ -166,6 +166,9 @@ def train_phase(phase: str, matrix: wals_input.Interactions, train: np.ndarray,
                "epochs_completed": int(state.epoch.numpy()),
                "loss_history": [float(x) for x in state.loss_history.numpy()],
                "epoch_seconds": [float(x) for x in state.epoch_seconds.numpy()]}
+    if monitor is not None:  # the per-epoch held-out curve (report.html plots it)
+        summary["heldout_ndcg"] = [None if np.isnan(x) else float(x)
+                                   for x in state.heldout_ndcg.numpy()]
     return summary, (solver.row_factors.numpy(), solver.col_factors.numpy())
 
 
@@ -180,10 +183,13 @@ class TrainState:
         self.epoch = tf.Variable(0, dtype=tf.int64, name="epoch")
         self.loss_history = tf.Variable(tf.zeros([epochs], tf.float64), name="loss_history")
         self.epoch_seconds = tf.Variable(tf.zeros([epochs], tf.float64), name="epoch_seconds")
+        # held-out NDCG@k after each epoch (eval phase; NaN where not measured)
+        self.heldout_ndcg = tf.Variable(np.full(epochs, np.nan), name="heldout_ndcg")
         checkpoint = tf.train.Checkpoint(row_factors=solver.row_factors,
                                          col_factors=solver.col_factors, epoch=self.epoch,
                                          loss_history=self.loss_history,
-                                         epoch_seconds=self.epoch_seconds)
+                                         epoch_seconds=self.epoch_seconds,
+                                         heldout_ndcg=self.heldout_ndcg)
         self.manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir, max_to_keep=2)
 
     def restore(self, phase: str) -> None:
@@ -223,6 +229,7 @@ def train_epochs(solver: wals.WALS, state: TrainState, log_dir: str, monitor, k:
             if monitor is not None:
                 ndcg = monitor(solver.row_factors.numpy(), solver.col_factors.numpy())
                 _scalar_summary(f"heldout_ndcg@{k}", ndcg, step + 1)
+                state.heldout_ndcg[step].assign(ndcg)
                 message += f" heldout ndcg@{k}={ndcg:.4f}"
             LOG.info(message)
             state.record(step, loss, seconds)
