@@ -128,3 +128,35 @@ def exit_process(code: int) -> None:
         except Exception:  # noqa: BLE001 - nothing useful left to do at exit
             pass
     os._exit(code)
+
+
+def beam_stage_main(name: str, description: str, add_arg_groups: list, run, errors: tuple,
+                    argv: list[str] | None = None, validate=None) -> None:
+    """`python -m pipeline.<name>` for a Beam stage alone: parse (unknown flags go to Beam),
+    optionally check values (exit 2), run, print its result as JSON; exit 0, or 1 on failure."""
+    import json
+
+    parser = argparse.ArgumentParser(prog=f"python -m pipeline.{name}",
+                                     formatter_class=HelpFormatter, description=description)
+    parser.add_argument("--output_dir", default=DEFAULT_OUTPUT_DIR)
+    add_shared_args(parser)
+    for add_args in add_arg_groups:
+        add_args(parser)
+    args, beam_argv = parser.parse_known_args(argv)
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    log = logging.getLogger(f"pipeline.{name}")
+    if validate is not None:
+        try:
+            validate(args)
+        except ValueError as e:
+            parser.error(str(e))
+    try:
+        result = run(args, beam_argv)
+    except errors as e:
+        log.error("%s failed: %s", name, e)
+        exit_process(1)
+    except BaseException:  # noqa: BLE001 - log it, then still exit without interpreter teardown
+        log.exception("%s failed", name)
+        exit_process(1)
+    print(json.dumps(result, indent=2, sort_keys=True))
+    exit_process(0)

@@ -67,28 +67,9 @@ def run(args, beam_argv: list[str]) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     """`python -m pipeline.cooc`: this stage alone; exit 0 on success, 1 on failure, 2 bad flags."""
-    parser = argparse.ArgumentParser(prog="python -m pipeline.cooc",
-                                     formatter_class=cli.HelpFormatter,
-                                     description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--output_dir", default=cli.DEFAULT_OUTPUT_DIR)
-    cli.add_shared_args(parser)
-    preprocess.add_args(parser)
-    add_args(parser)
-    args, beam_argv = parser.parse_known_args(argv)
-    logging.basicConfig(level=logging.INFO, format=cli.LOG_FORMAT)
-    try:
-        validate_args(args)
-    except ValueError as e:
-        parser.error(str(e))
-    try:
-        run(args, beam_argv)
-    except (preprocess.PreprocessError, ValueError, FileNotFoundError) as e:
-        LOG.error("cooc failed: %s", e)
-        cli.exit_process(1)
-    except BaseException:  # noqa: BLE001 - log it, then still exit without interpreter teardown
-        LOG.exception("cooc failed")
-        cli.exit_process(1)
-    cli.exit_process(0)
+    cli.beam_stage_main("cooc", __doc__.split("\n", 1)[0], [preprocess.add_args, add_args], run,
+                        (preprocess.PreprocessError, ValueError, FileNotFoundError), argv,
+                        validate=validate_args)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ as fixed in DESIGN.md, plus metadata.json (docs/ARCHITECTURE.md).
 """
 
 import argparse
-import json
 import logging
 import sys
 
@@ -113,24 +112,8 @@ def run(args, beam_argv: list[str]) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     """`python -m pipeline.preprocess`: this stage alone; exit 0 on success, 1 on failure."""
-    parser = argparse.ArgumentParser(prog="python -m pipeline.preprocess",
-                                     formatter_class=cli.HelpFormatter,
-                                     description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--output_dir", default=cli.DEFAULT_OUTPUT_DIR)
-    cli.add_shared_args(parser)
-    add_args(parser)
-    args, beam_argv = parser.parse_known_args(argv)
-    logging.basicConfig(level=logging.INFO, format=cli.LOG_FORMAT)
-    try:
-        metadata = run(args, beam_argv)
-    except (PreprocessError, ValueError, FileNotFoundError) as e:
-        LOG.error("preprocess failed: %s", e)
-        cli.exit_process(1)
-    except BaseException:  # noqa: BLE001 - log it, then still exit without interpreter teardown
-        LOG.exception("preprocess failed")
-        cli.exit_process(1)
-    print(json.dumps(metadata, indent=2, sort_keys=True))
-    cli.exit_process(0)
+    cli.beam_stage_main("preprocess", __doc__.split("\n", 1)[0], [add_args], run,
+                        (PreprocessError, ValueError, FileNotFoundError), argv)
 
 
 if __name__ == "__main__":

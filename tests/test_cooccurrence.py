@@ -231,3 +231,42 @@ def test_bigquery_session_keys_are_checked_on_their_visitor_part():
     assert [reason for _, reason in parsed.rejects] == [
         "separator_in_user_id", "empty_user_id", "empty_user_id"]
     assert _parse_bigquery_rows(rows[3:]).rows.num_rows == 1  # plain keys: as before
+
+
+@pytest.mark.parametrize("kill_at", ["publish:swapping", "publish:swapped"])
+def test_killed_publish_leaves_cooc_wholly_old_or_wholly_new(tmp_path, kill_at):
+    """kill -9 inside the cooc stage's publish: cooc/ is the previous run's, complete, or the new
+    one's, complete (never a mix); a plain rerun then publishes the new run."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    def run_stage(rows, kill=None):
+        data = tmp_path / "i.csv"
+        data.write_text("user_id,item_id,rating\n" + "".join(f"{v},{i},1\n" for v, i in rows))
+        env = {k: v for k, v in os.environ.items() if k != "GA_WALS_KILL_AT"}
+        if kill:
+            env["GA_WALS_KILL_AT"] = kill
+        return subprocess.run([sys.executable, "-m", "pipeline.cooc", "--source", "interactions",
+                               "--input", str(data), "--output_dir", str(tmp_path / "out"),
+                               "--overwrite", "--pmi_min_count", "1", "--pmi_embedding_dim", "0"],
+                              env=env, capture_output=True, text=True, timeout=300)
+
+    def state():
+        folder = tmp_path / "out" / "cooc"
+        manifest = json.loads((folder / "manifest.json").read_text())
+        lines = sorted(line for p in folder.glob("pmi_similar_items-*")
+                       for line in p.read_text().splitlines())
+        return manifest["groups"], lines
+
+    old_rows = [(f"v{n}", f"a{(n + m) % 5}") for n in range(10) for m in range(2)]
+    new_rows = [(f"w{n}", f"b{(n + m) % 7}") for n in range(12) for m in range(3)]
+    assert run_stage(old_rows).returncode == 0
+    old = state()
+    killed = run_stage(new_rows, kill_at)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    after = state()
+    assert run_stage(new_rows).returncode == 0
+    new = state()
+    assert old != new and after in (old, new)
