@@ -158,10 +158,11 @@ def test_checkpoints_follow_checkpoint_seconds(preproc, tmp_path, seconds, kept)
 def test_eval_phase_records_its_heldout_curve_and_the_report_plots_it(preproc, tmp_path):
     """model.json keeps the eval phase's held-out NDCG after each epoch; report.html plots it."""
     from pipeline import report
+    from pipeline.report.figures import figures
     task.run(train_args(preproc, str(tmp_path / "model"), "--epochs", "3", *SMALL))
     model = json.load(open(tmp_path / "model" / "model.json"))
     curve = model["phases"]["eval"]["heldout_ndcg"]
     assert len(curve) == 3 and all(0 <= value <= 1 for value in curve)
     assert "heldout_ndcg" not in model["phases"]["full"]
     run = report.collect_run(str(tmp_path))
-    assert "Held-out NDCG per epoch" in report.figures(run)
+    assert "Held-out NDCG per epoch" in figures(run)

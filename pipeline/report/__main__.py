@@ -1,0 +1,5 @@
+import sys
+
+from pipeline.report.command import main
+
+sys.exit(main())
