@@ -9,8 +9,9 @@ prediction files as BigQuery tables with declared schemas, written by Beam's Wri
 
 Rows come from the files the stage has published (read after the publish, inside the pipeline
 that writes them): the top-k lists from their `*_scores-*.jsonl` (`{"id", "ids", "scores"}`, so
-`--bigquery_dataset` turns `--write_scores` on) or from TAB lines (score NULL), the embeddings
-from their JSON lines. `rank` is 1-based, best first.
+`--bigquery_dataset` turns `--write_scores` on; similar_items_scores is always written), the PMI
+similar items from cooc/'s pmi_similar_items_scores-*.jsonl, or from its TAB lines (score NULL)
+when an older cooc/ has none; the embeddings from their JSON lines. `rank` is 1-based, best first.
 
 Every table is partitioned by `run_date` (DATE, column partitioning) and each run writes one
 partition through its decorator (`table$YYYYMMDD`) with WRITE_TRUNCATE in one load job
@@ -30,7 +31,7 @@ import json
 import posixpath
 from typing import Iterator
 
-from pipeline.artifacts import COOC, exists
+from pipeline.artifacts import COOC, exists, gfile  # gfile imports TensorFlow when called
 
 from pipeline.sources.sql import validate_dataset, validate_date
 
@@ -102,16 +103,22 @@ def prediction_sources(mode: str, outputs: list[str], n_similar: int) -> list[So
     return [PREDICTION_SOURCES[name] for name in names]
 
 
-# the co-occurrence stage's similar items (OUTPUT/cooc, pipeline/cooc.py): TAB lines, no scores
-PMI_SOURCE = Source("pmi_similar_items", "pmi_similar_items-*", "similar_items", kind="tab",
+# the co-occurrence stage's similar items (OUTPUT/cooc, pipeline/cooc.py) with their SPPMI scores
+PMI_SOURCE = Source("pmi_similar_items", "pmi_similar_items_scores-*.jsonl", "similar_items",
                     fixed=(("source", "pmi"),))
+# a cooc/ published before the scores file existed: its TAB lines, score NULL
+PMI_TAB_SOURCE = Source("pmi_similar_items", "pmi_similar_items-*", "similar_items", kind="tab",
+                        fixed=(("source", "pmi"),))
 
 
 def cooc_sources(predictions_dir: str) -> list[tuple[Source, str]]:
     """The PMI similar items of a published cooc/ beside predictions/ (the driver's layout):
     written with the WALS ones into the same similar_items partition, in one load job."""
     cooc = posixpath.join(posixpath.dirname(predictions_dir.rstrip("/")), COOC)
-    return [(PMI_SOURCE, cooc)] if exists(posixpath.join(cooc, "manifest.json")) else []
+    if not exists(posixpath.join(cooc, "manifest.json")):
+        return []
+    scored = gfile().glob(posixpath.join(cooc, PMI_SOURCE.pattern))
+    return [(PMI_SOURCE if scored else PMI_TAB_SOURCE, cooc)]
 
 
 def run_date_of(text: str | None) -> datetime.date:

@@ -4,7 +4,9 @@ File formats (one record per line, ids are the original ids from the TFT vocabul
   batch_pred-*               visitorId<TAB>contentId1,contentId2,...   (best first)
   users_for_item-*           contentId<TAB>visitorId1,visitorId2,...
   similar_items-*            contentId<TAB>contentId1,...              (never the item itself)
-  *_scores-*.jsonl           {"id": ..., "ids": [...], "scores": [...]}  (--write_scores; similar items too)
+  *_scores-*.jsonl           {"id": ..., "ids": [...], "scores": [...]}  same ids and order as the
+                             TAB file: similar_items_scores always (cosine), batch_pred_scores and
+                             users_for_item_scores with --write_scores
   item/user_embeddings-*.json {"id": ..., "embedding": [...]}
   item/user_factors.csv      id,f0,f1,...
   popular_items.txt          contentId<TAB>number of users who have it, most popular first

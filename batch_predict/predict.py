@@ -271,11 +271,12 @@ def _write_extras(a: art.Artifacts, args, staging: out.Staging, summary: dict,
     if "similar_items" in args.outputs and args.n_similar > 0:
         scorer = similarity_scorer(a.col_factors, left_out)
         identity = art.SeenMatrix.identity(a.nitems)
+        # scores always (not only with --write_scores): nitems x n_similar is small, and the
+        # report and the BigQuery table show the similarity next to each similar item
         _timed(summary, "similar_items", out.write_topk,
                scorer.blocks(identity, args.n_similar, args.block_size), a.vocab_items,
                a.vocab_items, staging.path(out.shard_name("similar_items")),
-               staging.path(out.shard_name("similar_items_scores", suffix=".jsonl"))
-               if args.write_scores else None)
+               staging.path(out.shard_name("similar_items_scores", suffix=".jsonl")))
     if "embeddings" in args.outputs:
         for name, vocab, factors in (("item_embeddings", a.vocab_items, a.col_factors),
                                      ("user_embeddings", a.vocab_users, a.row_factors)):

@@ -7,7 +7,8 @@ a servable SavedModel, with original ids restored through the TFT vocabularies.
         [--bigquery_dataset PROJECT.DATASET [--bigquery_run_date YYYYMMDD]]
 
 Outputs (predictions/, formats in batch_predict/outputs.py): batch_pred-* (top-k items per
-user, already-seen items excluded), users_for_item-* (top-k users per item, --mode), similar_items-*,
+user, already-seen items excluded), users_for_item-* (top-k users per item, --mode), their
+*_scores-*.jsonl (--write_scores), similar_items-* with similar_items_scores-*.jsonl (always),
 item/user_embeddings-*.json, item/user_factors.csv, popular_items.txt; and the SavedModel in
 <model_dir>/export/<version> (batch_predict/serving.py); with --bigquery_dataset, the same outputs
 as BigQuery tables (batch_predict/bigquery.py), written once the folder is published. Everything
@@ -66,7 +67,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                        help="SavedModel versions kept under model/export/ (the newest; older ones "
                             "are deleted only after a new version is complete); 0 keeps all.")
     group.add_argument("--write_scores", action="store_true",
-                       help="Also write *_scores-*.jsonl with the score of every recommendation.")
+                       help="Also write batch_pred_scores-*.jsonl / users_for_item_scores-*.jsonl "
+                            "with the score of every recommendation and targeted visitor "
+                            "(similar_items_scores-*.jsonl is always written).")
     group.add_argument("--bigquery_dataset", default=None, metavar="PROJECT.DATASET",
                        help="Also write the outputs as BigQuery tables in this dataset "
                             "(recommendations, targeting, similar_items, item_embeddings, "

@@ -6,6 +6,8 @@ Reads the interactions exactly as the preprocess stage does (same --source, pres
 counts: input = accepted + rejected), groups each visitor's items over the input's window (or
 each session's, --cooc_scope session), caps a group at --cooc_max_items items, counts the pairs and writes OUTPUT_DIR/cooc/ (issue 13):
   pmi_similar_items-*  contentId<TAB>contentId1,contentId2,... best first (up to --cooc_top_n)
+  pmi_similar_items_scores-*.jsonl  {"id", "ids", "scores"} per line: the same lists with their
+                       SPPMI scores (the predict stage's similar_items_scores-*.jsonl shape)
   pmi_item_embeddings.json  {"id": contentId, "embedding": [...]} per line (--pmi_embedding_dim)
   rejected-*           rejected rows with their reason, as preprocess writes them
   manifest.json        the marker, written last: run id, counts and the settings

@@ -115,6 +115,16 @@ def similar_items_line(item_and_neighbours) -> str:
     return "\t".join([item.decode("utf-8"), ",".join(n.decode("utf-8") for n, _ in neighbours)])
 
 
+def similar_items_scores_line(item_and_neighbours) -> str:
+    """`{"id", "ids", "scores"}` (best first, same order as similar_items_line), the shape of the
+    predict stage's similar_items_scores-*.jsonl. Scores rounded to 6 decimals: float32-like
+    precision, short lines, and a non-increasing list stays non-increasing."""
+    item, neighbours = item_and_neighbours
+    return json.dumps({"id": item.decode("utf-8"),
+                       "ids": [n.decode("utf-8") for n, _ in neighbours],
+                       "scores": [round(float(score), 6) for _, score in neighbours]})
+
+
 # --- the stage's job ---------------------------------------------------------------------------
 
 MARKER = "manifest.json"  # written last: cooc/ is complete when it is there
@@ -147,6 +157,10 @@ def build_pipeline(pipeline: beam.Pipeline, source: beam.PTransform, args, plan:
     lines_written = (similar | "Lines" >> beam.Map(similar_items_line)
                      | "WriteSimilar" >> beam.io.WriteToText(
                          artifacts.join(staging, "pmi_similar_items")))
+    scores_written = (similar | "ScoresLines" >> beam.Map(similar_items_scores_line)
+                      | "WriteSimilarScores" >> beam.io.WriteToText(
+                          artifacts.join(staging, "pmi_similar_items_scores"),
+                          file_name_suffix=".jsonl"))
     stats = read.stats | "MergeStats" >> beam.CombineGlobally(merge_stats)
     listed = similar | "CountListed" >> beam.combiners.Count.Globally()
     pairs = counts["pairs"] | "CountPairs" >> beam.combiners.Count.Globally()
@@ -156,7 +170,7 @@ def build_pipeline(pipeline: beam.Pipeline, source: beam.PTransform, args, plan:
              beam.pvalue.AsSingleton(counts["groups"]), beam.pvalue.AsSingleton(pairs),
              beam.pvalue.AsSingleton(listed), beam.pvalue.AsList(item_ids),
              beam.pvalue.AsList(scored), beam.pvalue.AsList(rejects_written),
-             beam.pvalue.AsList(lines_written)))
+             beam.pvalue.AsList(lines_written), beam.pvalue.AsList(scores_written)))
 
 
 def finish_stage(_, plan: dict, stats: dict, groups: int, pairs: int, listed: int,

@@ -84,6 +84,30 @@ def test_similar_items_never_list_themselves_and_follow_cosine(predicted):
         assert similar[item] == [items[i] for i in expected[j]]
 
 
+def test_similar_items_scores_are_written_without_write_scores(tmp_path):
+    """similar_items_scores-*.jsonl always accompanies similar_items-*: same ids in the same
+    order, scores non-increasing and equal to the cosine of the item factors; the recommendation
+    scores stay behind --write_scores."""
+    preproc, model, users, items, seen = random_fixture(tmp_path, nusers=12, nitems=9)
+    out = tmp_path / "predictions"
+    run(predict_args(preproc, model, str(out), outputs=["similar_items"], n_similar=4), [])
+    similar = read_topk(str(out), "similar_items")
+    path = out / "similar_items_scores-00000-of-00001.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["id"] for r in records] == items and all(similar[i] for i in items)
+    cols = np.load(os.path.join(model, "col_factors.npy"))
+    unit = cols / np.linalg.norm(cols, axis=1, keepdims=True)
+    for record in records:
+        assert record["ids"] == similar[record["id"]]
+        assert record["scores"] == sorted(record["scores"], reverse=True)
+        query = unit[items.index(record["id"])]
+        cosines = [float(unit[items.index(other)] @ query) for other in record["ids"]]
+        np.testing.assert_allclose(record["scores"], cosines, atol=1e-5)
+    assert not list(out.glob("batch_pred_scores-*"))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert path.name in manifest["files"] and "batch_pred_scores" not in str(manifest["files"])
+
+
 def test_embeddings_factors_csv_and_popular_items(predicted):
     root, preproc, model, users, items, seen, _ = predicted
     out = root / "predictions"
@@ -152,7 +176,8 @@ def test_out_of_range_record_and_moved_preproc_are_refused(tmp_path):
 def test_existing_outputs_need_overwrite(tmp_path):
     preproc, model, users, items, seen = random_fixture(tmp_path, nusers=8, nitems=5)
     out = str(tmp_path / "predictions")
-    run(predict_args(preproc, model, out, outputs=["popular_items"], top_k=2), [])
+    run(predict_args(preproc, model, out, outputs=["popular_items", "similar_items"], top_k=2), [])
+    assert any(n.startswith("similar_items_scores-") for n in os.listdir(out))
     with pytest.raises(ArtifactError, match="--overwrite"):
         run(predict_args(preproc, model, out, outputs=[]), [])
     os.makedirs(os.path.join(tmp_path, "_tmp_predict_0dead", "x"))  # a failed run's scratch

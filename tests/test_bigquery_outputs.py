@@ -124,8 +124,7 @@ def test_beam_engine_writes_the_same_tables(tmp_path, file_sink):
 
 
 def test_rows_of_tab_lines_pmi_source_and_empty_lists():
-    pmi = bigquery.Source("pmi_similar_items", "pmi_similar_items-*", "similar_items",
-                          kind="tab", fixed=(("source", "pmi"),))
+    pmi = bigquery.PMI_TAB_SOURCE  # an older cooc/'s TAB lines
     day = datetime.date(2024, 2, 29)
     rows = list(bigquery.rows_of_line("a/1\ta/2,a/3", pmi, None, day))
     assert rows == [{"contentId": "a/1", "rank": 1, "similar_contentId": "a/2", "score": None,
@@ -196,21 +195,30 @@ def test_the_real_write_to_bigquery_accepts_the_configs():
         ("my-project", "recs", "similar_items$20240131")
 
 
-def test_pmi_similar_items_of_a_published_cooc_join_the_similar_items_table(tmp_path, file_sink):
-    """A published OUTPUT/cooc beside predictions/: its lines go into the same similar_items
-    partition (one write) as source 'pmi', rank in line order, no score; WALS rows unchanged."""
+@pytest.mark.parametrize("with_scores", [True, False], ids=["scores-file", "older-cooc-tab-only"])
+def test_pmi_similar_items_of_a_published_cooc_join_the_similar_items_table(tmp_path, file_sink,
+                                                                            with_scores):
+    """A published OUTPUT/cooc beside predictions/: its lists go into the same similar_items
+    partition (one write) as source 'pmi', rank in list order, with the scores of
+    pmi_similar_items_scores-*.jsonl, or score NULL from the TAB lines of an older cooc/ that
+    has no scores file; WALS rows unchanged."""
     folder, configs = file_sink
     cooc = tmp_path / "cooc"
     cooc.mkdir()
     (cooc / "pmi_similar_items-00000-of-00001").write_text("i0\ti3,i1\ni1\ti0\n", encoding="utf-8")
+    if with_scores:
+        (cooc / "pmi_similar_items_scores-00000-of-00001.jsonl").write_text(
+            '{"id": "i0", "ids": ["i3", "i1"], "scores": [1.5, 0.25]}\n'
+            '{"id": "i1", "ids": ["i0"], "scores": [0.25]}\n', encoding="utf-8")
     (cooc / "manifest.json").write_text("{}")
     predictions = _predict(tmp_path, "predictions")
     assert len(configs["similar_items"]) == 1
     rows = _rows(folder, "similar_items")
-    pmi = sorted((r["contentId"], r["rank"], r["similar_contentId"]) for r in rows
+    pmi = sorted((r["contentId"], r["rank"], r["similar_contentId"], r["score"]) for r in rows
                  if r["source"] == "pmi")
-    assert pmi == [("i0", 1, "i3"), ("i0", 2, "i1"), ("i1", 1, "i0")]
-    assert all(r["score"] is None for r in rows if r["source"] == "pmi")
+    scores = [1.5, 0.25, 0.25] if with_scores else [None] * 3
+    assert pmi == [("i0", 1, "i3", scores[0]), ("i0", 2, "i1", scores[1]),
+                   ("i1", 1, "i0", scores[2])]
     _check_topk_table([r for r in rows if r["source"] == "wals"], predictions, "similar_items",
                       "contentId", "similar_contentId", {"source": "wals"})
 

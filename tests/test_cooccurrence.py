@@ -116,8 +116,9 @@ def test_ranking_puts_higher_scores_then_lower_ids_first():
 
 def test_stage_end_to_end_counts_add_up_and_lines_match(tmp_path):
     """`python -m pipeline.cooc` on an interactions file with a bad row: rejects accounted for,
-    every id read back exactly, lines equal to the brute-force ranking; a rerun refuses without
-    --overwrite and leaves the output as it was."""
+    every id read back exactly, lines equal to the brute-force ranking, the scores file the same
+    lists with their brute-force PMI; a rerun refuses without --overwrite and leaves the output
+    as it was."""
     import json
     import subprocess
     import sys
@@ -141,6 +142,20 @@ def test_stage_end_to_end_counts_add_up_and_lines_match(tmp_path):
     got = sorted(line for path in (out / "cooc").glob("pmi_similar_items-*")
                  for line in path.read_text(encoding="utf-8").splitlines())
     assert got == want and any("ü" in line for line in got)
+    lists = {item: ids.split(",") for item, _, ids in (line.partition("\t") for line in got)}
+    records = [json.loads(line) for path in (out / "cooc").glob("pmi_similar_items_scores-*.jsonl")
+               for line in path.read_text(encoding="utf-8").splitlines()]
+    assert sorted(r["id"] for r in records) == sorted(lists)
+    pmi = {}  # PMI from the brute-force counts (shift 1: SPPMI = PMI where kept)
+    for record in records:
+        assert record["ids"] == lists[record["id"]]
+        assert record["scores"] == sorted(record["scores"], reverse=True)
+        a = record["id"].encode()
+        for b, score in zip((i.encode() for i in record["ids"]), record["scores"]):
+            together = pairs[tuple(sorted((a, b)))]
+            pmi[(a, b)] = score, math.log(together * groups / (counts[a] * counts[b]))
+    assert len(pmi) == sum(map(len, lists.values())) >= 10  # a score for every listed id
+    assert all(score == pytest.approx(brute, abs=1e-6) for score, brute in pmi.values())
     embedded = [json.loads(line) for line in
                 (out / "cooc" / "pmi_item_embeddings.json").read_text(encoding="utf-8").splitlines()]
     assert sorted(e["id"] for e in embedded) == sorted(i.decode() for i in counts)
