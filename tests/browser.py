@@ -32,6 +32,9 @@ async function layoutCheck() {
     if (e.id === 'layout-check' || e.closest('script')) continue;
     const r = e.getBoundingClientRect();
     if (r.width && (r.right > view + 1 || r.left < -1)) out.overflow.push(name(e));
+    // text spilling out of its own box (the box itself may fit)
+    else if (!(e instanceof SVGElement) && e.clientWidth && e.scrollWidth > e.clientWidth + 1)
+      out.overflow.push('spills ' + name(e));
   }
   for (const svg of document.querySelectorAll('svg')) {
     const box = svg.getBoundingClientRect();
@@ -89,7 +92,7 @@ def check_layout(page: str, width: int, scratch: str) -> dict:
 
 
 def screenshot(page: str, width: int, height: int, path: str, scratch: str) -> str:
-    """A PNG of the whole page (height px tall) at `width`."""
+    """A PNG of the page at `width`: its top `height` px, at most 16,000 (Chromium's limit)."""
     _chromium([f"--window-size={width},{min(height, 16000)}", f"--screenshot={path}",
                "file://" + os.path.abspath(page)], os.path.join(scratch, "profile"))
     return path

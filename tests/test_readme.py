@@ -21,7 +21,8 @@ def test_the_readme_has_runnable_examples():
 @pytest.mark.parametrize("block", BLOCKS, ids=[f"block{n}" for n in range(len(BLOCKS))])
 def test_readme_block_runs_as_written(block, where, tmp_path):
     env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
-               VIRTUAL_ENV=os.path.dirname(os.path.dirname(sys.executable)))
+               VIRTUAL_ENV=os.path.dirname(os.path.dirname(sys.executable)),
+               TMPDIR=str(tmp_path))  # the blocks' mktemp folders go with the test's
     env.pop("PYTHONPATH", None)  # the installed project, not this checkout's path, must be found
     done = subprocess.run(["bash", "-euo", "pipefail", "-c", block], env=env, text=True,
                           capture_output=True, timeout=600,

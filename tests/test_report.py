@@ -61,6 +61,10 @@ def test_preprocess_only_run_reports_what_exists(tmp_path):
     html = page.read_text()
     assert len(_charts(html)) == 1 and "<h2>Rating distribution</h2>" in html
     assert "Training loss" not in html
+    artifacts = html[html.index("<h2>Artifacts</h2>"):]
+    assert f"{tmp_path}/preproc" in artifacts and f"{tmp_path}/report.html" in artifacts
+    for absent in ("model", "predictions", "cooc", "similar_items.html"):  # only what exists
+        assert f"{tmp_path}/{absent}" not in artifacts
 
 
 def test_summary_words_fit_the_source_and_list_only_existing_paths(tmp_path):
@@ -79,9 +83,11 @@ def test_summary_words_fit_the_source_and_list_only_existing_paths(tmp_path):
 
 def test_rating_sample_reads_the_scaled_ratings_from_the_tfrecords(tmp_path):
     ratings = write_preproc(str(tmp_path))
-    sample = run_data.sample_ratings(f"{tmp_path}/preproc")
+    sample, users = run_data.sample_ratings(f"{tmp_path}/preproc")
     np.testing.assert_allclose(np.sort(sample), np.sort(list(ratings.values())), rtol=1e-6)
-    assert run_data.sample_ratings(f"{tmp_path}/preproc", max_records=2).size < len(ratings)
+    assert users == 6
+    few, users = run_data.sample_ratings(f"{tmp_path}/preproc", max_records=2)
+    assert few.size < len(ratings) and users == 2
 
 
 def test_pca_projects_on_the_two_leading_axes():
@@ -165,12 +171,14 @@ def test_similar_items_are_found_past_the_first_lines_and_ids_read_back_exactly(
     odd = ['say "hi"', "a,b", "Zürich/ü", "x\\y"]
     lines = [json.dumps({"id": f"filler{i}", "ids": ["q"], "scores": [1.0]}) for i in range(500)]
     lines.insert(321, json.dumps({"id": odd[0], "ids": odd[1:], "scores": [3.0, 2.0, 1.5]}))
+    lines.insert(7, json.dumps({"ids": ["q"], "scores": [1.0], "id": "keys in another order"}))
     (tmp_path / "cooc" / "pmi_similar_items_scores-00001-of-00002.jsonl").write_text(
         "\n".join(lines) + "\n", encoding="utf-8")
     (tmp_path / "cooc" / "pmi_similar_items-00000-of-00002").write_text("")
-    found = run_data.similar_items(str(tmp_path), [odd[0], "absent"])
-    assert found == {"items": [odd[0]],
-                     "sources": {"PMI": {odd[0]: [(odd[1], 3.0), (odd[2], 2.0), (odd[3], 1.5)]}}}
+    found = run_data.similar_items(str(tmp_path), [odd[0], "absent", "keys in another order"])
+    assert found == {"items": [odd[0], "keys in another order"],
+                     "sources": {"PMI": {odd[0]: [(odd[1], 3.0), (odd[2], 2.0), (odd[3], 1.5)],
+                                         "keys in another order": [("q", 1.0)]}}}
 
 
 def test_report_explains_itself(tmp_path):

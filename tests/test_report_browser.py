@@ -63,3 +63,54 @@ def test_the_check_finds_overflow_overlapping_labels_and_broken_images(tmp_path)
     assert found["overlaps"] == ["label-one / label-two"]
     assert found["outside"] == ["outside"]
     assert [image["ok"] for image in found["images"]] == [False]
+
+
+# Ids as preprocess lets them through (it rejects ids holding the file formats' separators).
+AWKWARD_IDS = ["x" * 200, "$x$ and $5", "<b>bold</b> & co", 'say "hi"', "Zürich – ü", "semi;colon",
+               "with  two  spaces", "back\\slash", "#hash?q=1", "plain"]
+
+
+def _awkward_run(root):
+    """A hand-made run whose content ids are all awkward (long, TeX-like, HTML, quotes...)."""
+    import json
+
+    from test_run_fixtures import write_model, write_preproc
+    n = len(AWKWARD_IDS)
+    write_preproc(str(root), nusers=8, nitems=n)
+    (root / "preproc" / "transform_fn" / "assets" / "vocab_items").write_text(
+        "".join(i + "\n" for i in AWKWARD_IDS), encoding="utf-8")
+    write_model(str(root), nusers=8, nitems=n)
+    predictions, cooc = root / "predictions", root / "cooc"
+    predictions.mkdir()
+    cooc.mkdir()
+    (predictions / "popular_items.txt").write_text(
+        "".join(f"{i}\t{n - r}\n" for r, i in enumerate(AWKWARD_IDS)), encoding="utf-8")
+    lists = {i: [j for j in AWKWARD_IDS if j != i][:4] for i in AWKWARD_IDS}
+    for folder, name in ((predictions, "similar_items"), (cooc, "pmi_similar_items")):
+        (folder / f"{name}-00000-of-00001").write_text(
+            "".join(f"{i}\t{','.join(js)}\n" for i, js in lists.items()), encoding="utf-8")
+        (folder / f"{name}_scores-00000-of-00001.jsonl").write_text("".join(
+            json.dumps({"id": i, "ids": js, "scores": [1.0 - 0.1 * r for r in range(len(js))]},
+                       ensure_ascii=False) + "\n" for i, js in lists.items()), encoding="utf-8")
+    (predictions / "batch_pred-00000-of-00001").write_text(
+        "".join(f"visitor{u}\t{','.join(AWKWARD_IDS[u:u + 3])}\n" for u in range(3)),
+        encoding="utf-8")
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_awkward_ids_show_exactly_and_lay_out_cleanly(tmp_path, width):
+    import html
+
+    from pipeline import report
+    _awkward_run(tmp_path / "run")
+    report.write_report(str(tmp_path / "run"))
+    for name in PAGES:
+        page = tmp_path / "run" / name
+        text = page.read_text(encoding="utf-8")
+        for item in AWKWARD_IDS:  # every id reads back exactly, escaped once, never as markup
+            assert html.escape(item) in text, (name, item)
+        assert "<b>bold" not in text
+        found = browser.check_layout(str(page), width, str(tmp_path))
+        print(f"screenshot: {browser.screenshot(str(page), width, found['height'], str(tmp_path / f'{name}-{width}.png'), str(tmp_path))}")
+        assert found["scrollWidth"] <= found["viewport"] and found["overflow"] == [], found["overflow"][:5]
+        assert found["overlaps"] == [] and found["outside"] == [], (found["overlaps"], found["outside"])

@@ -41,13 +41,18 @@ def figures(run: dict) -> dict[str, str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    with plt.rc_context({"svg.fonttype": "none", "svg.hashsalt": "ga-wals-report"}):
+    # ids are shown as written: "$x$" in an id is not TeX
+    with plt.rc_context({"svg.fonttype": "none", "svg.hashsalt": "ga-wals-report",
+                         "text.parse_math": False}):
         return _figures(plt, run)
 
 
 def _line_chart(plt, values, title: str, ylabel: str) -> str:
+    from matplotlib.ticker import MaxNLocator
+
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(range(1, len(values) + 1), [np.nan if v is None else v for v in values], marker="o")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole
     ax.set(xlabel="epoch", ylabel=ylabel, title=title)
     return _svg(fig)
 
@@ -56,19 +61,22 @@ def _figures(plt, run: dict) -> dict[str, str]:
     out = {}
     losses = epoch_losses(run["model"])
     if losses:
-        out["Training loss"] = _line_chart(plt, losses, "Training loss", "weighted loss")
+        phase = (run["model"] or {}).get("served_phase", "full")
+        out["Training loss"] = _line_chart(plt, losses, f"Training loss ({phase} phase)",
+                                           "weighted loss")
     if run["metadata"]:
-        ratings = sample_ratings(run["paths"]["preproc"])
+        ratings, users = sample_ratings(run["paths"]["preproc"])
         if ratings.size:
             fig, ax = plt.subplots(figsize=(6, 3.5))
             ax.hist(ratings, bins=40)
             ax.set(xlabel="scaled rating", ylabel="interactions",
-                   title=f"Rating distribution ({ratings.size} ratings of the most active users)")
+                   title=f"Rating distribution ({ratings.size:,} ratings of {users:,} users)")
             out["Rating distribution"] = _svg(fig)
     curve = heldout_curve(run["model"])
     if any(value is not None for value in curve):
+        k = (run["model"].get("hyperparameters") or {}).get("top_k", 10)
         out["Held-out NDCG per epoch"] = _line_chart(
-            plt, curve, "Held-out NDCG per epoch (eval phase)", "held-out NDCG (2,000 users)")
+            plt, curve, "Held-out NDCG per epoch (eval phase)", f"held-out NDCG@{k}")
     if run.get("tuning"):
         out["Hyperparameter search"] = _tuning_figure(plt, run["tuning"])
     col_path = join(run["paths"]["model"], "col_factors.npy")
@@ -99,11 +107,19 @@ def _tuning_figure(plt, tuning: dict) -> str:
     return _svg(fig)
 
 
-def pca_2d(factors: np.ndarray) -> np.ndarray:
-    """Rows projected on the two leading principal axes (thin SVD of the centred factors)."""
-    centred = factors - factors.mean(axis=0)
-    _, _, vt = np.linalg.svd(centred, full_matrices=False)
-    return centred @ vt[:2].T
+def pca_2d(factors: np.ndarray, chunk: int = 65536) -> np.ndarray:
+    """Rows projected on the two leading principal axes: the top eigenvectors of the k × k
+    covariance, summed a chunk of rows at a time in float64, so memory beside the factors stays
+    one [n, 2] array whatever n is."""
+    n, k = factors.shape
+    mean = factors.mean(axis=0, dtype=np.float64)
+    second_moment = np.zeros((k, k))
+    for start in range(0, n, chunk):
+        block = factors[start:start + chunk].astype(np.float64)
+        second_moment += block.T @ block
+    _, vectors = np.linalg.eigh(second_moment / n - np.outer(mean, mean))  # ascending
+    axes = vectors[:, ::-1][:, :2]
+    return (factors @ axes.astype(factors.dtype)).astype(np.float64) - mean @ axes
 
 
 def place_labels(ax, points: np.ndarray, names: list[str], n: int = LABELLED_ITEMS) -> list[int]:

@@ -14,9 +14,11 @@ STYLE = (
     "overflow-wrap:break-word}"
     # ids and paths have no spaces to wrap at: they may break anywhere rather than overflow
     "td.ids{overflow-wrap:anywhere;min-width:6em}"
+    ".ids{white-space:pre-wrap}"  # ids show exactly: two spaces stay two
     "svg{max-width:100%;height:auto}p.read{color:#555}"
     ".pair{display:flex;flex-wrap:wrap;gap:0 2em}.pair>div{flex:1 1 18em;min-width:0}"
     "small{color:#555;font-weight:normal}"
+    "h1,h2,h3,p{overflow-wrap:anywhere}"  # a 200-character id in a heading wraps too
 )
 
 

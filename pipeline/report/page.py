@@ -8,7 +8,8 @@ import logging
 
 from pipeline.report.figures import figures
 from pipeline.report.markup import breakable, document, link, read_line, table, write_page
-from pipeline.report.run_data import REPORT_TOP_ITEMS, collect_run, entity_words, metrics_table
+from pipeline.artifacts import exists
+from pipeline.report.run_data import PAGES, REPORT_TOP_ITEMS, collect_run, metrics_table, run_words
 from pipeline.report.similar_page import PAGE as SIMILAR_PAGE
 from pipeline.report.similar_page import render_similar_page, section_links
 from pipeline.report.summary import fmt
@@ -20,9 +21,9 @@ READ = {  # "how to read this", one line per section
             "input rows = accepted + rejected, and every rejected row is kept with its reason "
             "in preproc/rejected-*. Ratings are the scaled interaction strengths the model saw.",
     "metrics": "Scores of the model trained without the held-out interactions, on those: the share "
-               "of each user's held-out items found in their top k (recall), how high they rank "
+               "of each {user}'s held-out {items} found in their top k (recall), how high they rank "
                "(NDCG, MAP) and how many of the k are right (precision); coverage is the share of "
-               "the catalog ever recommended. Popularity recommends the most read items to "
+               "the catalog ever recommended. Popularity recommends the most {seen} {items} to "
                "everyone. RMSE compares predicted with held-out ratings: popularity predicts each "
                "item's mean rating, while WALS fits a preference (by default 1 with a confidence), "
                "not the rating, so its RMSE is not its goal.",
@@ -30,13 +31,16 @@ READ = {  # "how to read this", one line per section
               "(an explicit flag wins).",
     "model": "The settings this model was trained with (trainer flags; python -m trainer.task "
              "--help explains each).",
-    "Training loss": "The weighted loss after each epoch: it should fall and flatten; a rise "
-                     "means the settings do not suit the data.",
+    "Training loss": "The weighted loss after each epoch of the served model ({phase}): it should "
+                     "fall and flatten; a rise means the settings do not suit the data.",
     "Held-out NDCG per epoch": "How well the model trained without the held-out interactions "
-                               "ranks them after each epoch (a sample of users): it should rise "
-                               "and level off; a fall means more epochs overfit.",
-    "Rating distribution": "Ratings are min(scale x value / median, 1): every value above "
-                           "median / scale (e.g. a long read) is capped at 1, hence the bar at 1.",
+                               "(the eval phase) ranks them after each epoch, on a sample of up "
+                               "to 2,000 {users}: it should rise and level off; a fall means "
+                               "more epochs overfit.",
+    "Rating distribution": "The scaled ratings of a sample of {users} (the first records of each "
+                           "items_for_user shard, where the most active come first). Ratings "
+                           "are min(scale x value / median, 1): every value above median / "
+                           "scale (e.g. a long read) is capped at 1, hence the bar at 1.",
     "Hyperparameter search": "Each trial's held-out metric and the best so far; the dashed line "
                              "is the flags as given.",
     "Item embeddings (PCA)": "Items close together are recommended to the same people; the "
@@ -52,18 +56,26 @@ READ = {  # "how to read this", one line per section
 
 
 def better(metric: str) -> str:
-    """Which direction of a metric is better."""
-    return "lower" if metric.startswith("rmse") else "higher"
+    """Which direction of a metric is better ("" for counts such as users_evaluated)."""
+    if metric.startswith("rmse"):
+        return "lower"
+    return "" if metric.startswith("users") or metric.endswith("interactions") else "higher"
 
 
 def flag_meanings() -> dict[str, str]:
     """The trainer flags' help texts ({dest: help}), the meaning column of the Model table."""
     import argparse
 
+    from pipeline import cli
     from trainer import task
     parser = argparse.ArgumentParser(add_help=False)
     task.add_args(parser)
-    return {a.dest: a.help or "" for a in parser._actions}
+    cli.add_shared_args(parser)
+    meanings = {a.dest: a.help or "" for a in parser._actions}
+    meanings["refit_full"] = ("True: the served model was retrained on all interactions after "
+                              "the held-out evaluation (--no_refit_full turns it off).")
+    meanings["epochs_completed"] = "Epochs the served model ran."
+    return meanings
 
 
 def _section(title: str, how_to_read: str, body: str) -> str:
@@ -71,9 +83,8 @@ def _section(title: str, how_to_read: str, body: str) -> str:
 
 
 def render_html(run: dict, images: dict[str, str]) -> str:
-    user, item = entity_words(run["metadata"])
-    words = {"users": user + "s", "items": item + "s", "item": item,
-             "seen": "viewed" if item == "product" else "read"}
+    words = run_words(run)
+    user, item = words["user"], words["item"]
     parts = [f"<h1>WALS run report</h1><p>{html.escape(run['root'])} &middot; generated "
              f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}</p>"]
     meta = run["metadata"]
@@ -90,7 +101,7 @@ def render_html(run: dict, images: dict[str, str]) -> str:
         parts.append("<p>No preprocessing artifacts (preproc/metadata.json) found.</p>")
     columns, rows = metrics_table(run["metrics"])
     if rows:
-        parts.append(_section("Held-out metrics", READ["metrics"],
+        parts.append(_section("Held-out metrics", READ["metrics"].format(**words),
                               table(["metric"] + columns + ["better"],
                                     [[n] + v + [better(n)] for n, v in rows])))
     tuning = run.get("tuning")
@@ -113,18 +124,22 @@ def render_html(run: dict, images: dict[str, str]) -> str:
             [[breakable(k), v, meaning.get(k, "")] for k, v in sorted(settings.items())],
             ids=(1,))))
     for title, svg in images.items():
-        parts.append(_section(title, READ.get(title, ""), f'<figure role="img" aria-label='
+        parts.append(_section(title, READ.get(title, "").format(**words), f'<figure role="img" aria-label='
                                                           f'"{html.escape(title)}">{svg}</figure>'))
     if run.get("similar"):
-        parts.append(_section("Similar items", READ["similar"].format(**words),
+        parts.append(_section("Similar items", READ["similar"].format(**words)
+                              + ("" if run["popular"] else " (No popularity list was written: "
+                                 "the first items listed are shown.)"),
                               _cooc_line(run.get("cooc")) + _similar_table(run, item)))
     if run["recommendations"]:
         recs = [line.split("\t", 1) + [""] for line in run["recommendations"]]
         parts.append(_section("Sample recommendations", READ["recommendations"].format(**words),
                               table([user, f"{item}s (best first)"],
                                     [[r[0], r[1].replace(",", ", ")] for r in recs], ids=(0, 1))))
-    parts.append(_section("Artifacts", READ["artifacts"],
-                          table(["", "path"], [[k, v] for k, v in run["paths"].items()], ids=(1,))))
+    written = [[k, v] for k, v in run["paths"].items()
+               if k == "report" or (k == "similar_page" and run.get("similar")) or
+               (k not in PAGES and exists(v))]  # only what exists (or is being written now)
+    parts.append(_section("Artifacts", READ["artifacts"], table(["", "path"], written, ids=(1,))))
     return document("WALS run report", "".join(parts))
 
 

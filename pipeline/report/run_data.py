@@ -9,8 +9,9 @@ import json
 
 import numpy as np
 
-from pipeline.artifacts import (COOC, ITEMS_FOR_USER, MODEL, PREDICTIONS, PREPROC, TUNING, exists,
-                                gfile, head_lines, join, read_json, shards, sparse_row_batches)
+from pipeline.artifacts import (COOC, ITEMS_FOR_USER, MODEL, PREDICTIONS, PREPROC, TUNING,
+                                VOCAB_ITEMS, exists, gfile, head_lines, join, read_json,
+                                read_vocabulary, shards, sparse_row_batches, vocab_path)
 
 RATING_SAMPLE_RECORDS = 2000   # items_for_user records read for the rating histogram
 SAMPLE_RECOMMENDATIONS = 5
@@ -38,13 +39,14 @@ def _json_or_none(path: str) -> dict | None:
 def collect_run(root: str) -> dict:
     """Everything the summary and report show, read from the artifacts under root."""
     preproc, model, predictions = (join(root, d) for d in (PREPROC, MODEL, PREDICTIONS))
-    popular = popular_items(root)
+    metadata = _json_or_none(join(preproc, "metadata.json"))
+    popular = popular_items(root, metadata)
     return {
         "root": root,
         "paths": {"preproc": preproc, "model": model, "predictions": predictions,
                   "cooc": join(root, COOC), "report": join(root, "report.html"),
                   "similar_page": join(root, "similar_items.html")},
-        "metadata": _json_or_none(join(preproc, "metadata.json")),
+        "metadata": metadata,
         "tuning": _json_or_none(join(root, TUNING, "best.json")),
         "model": _json_or_none(join(model, "model.json")),
         "metrics": _json_or_none(join(model, "metrics.json")),
@@ -55,21 +57,31 @@ def collect_run(root: str) -> dict:
     }
 
 
-def popular_items(root: str, n: int = TOP_ITEMS) -> list[tuple[str, int]]:
-    """(item, number of users who have it) of the n most popular (predictions/popular_items.txt)."""
-    rows = (line.split("\t") for line in head_lines(join(root, PREDICTIONS, "popular_items.txt"), n))
-    return [(row[0], int(row[1])) for row in rows if len(row) == 2]
+def popular_items(root: str, metadata: dict | None,
+                  n: int = TOP_ITEMS) -> list[tuple[str, int | None]]:
+    """(item, number of users who have it) of the n most popular: predictions/popular_items.txt,
+    else the head of the items vocabulary (TFT orders it by that same count; the counts are
+    not kept there: None); [] when neither was written."""
+    path = join(root, PREDICTIONS, "popular_items.txt")
+    if exists(path):
+        rows = (line.split("\t") for line in head_lines(path, n))
+        return [(row[0], int(row[1])) for row in rows if len(row) == 2]
+    vocab = vocab_path(join(root, PREPROC), VOCAB_ITEMS, metadata)
+    return [(item, None) for item in read_vocabulary(vocab)[:n]] if exists(vocab) else []
 
 
 _DECODER = json.JSONDecoder()
 
 
-def _line_id(line: str) -> str:
-    """The "id" of a scored JSON line without parsing the whole line ("id" is the first key)."""
-    start = line.index(":") + 1
-    while line[start] == " ":
-        start += 1
-    return _DECODER.raw_decode(line, start)[0]
+def _line_id(line: str) -> str | None:
+    """The "id" of a scored JSON line without parsing the whole line (our writers put "id"
+    first); any other line is parsed whole."""
+    if line.startswith('{"id":'):
+        start = 6 + (line[6:7] == " ")
+        found = _DECODER.raw_decode(line, start)[0]
+        if isinstance(found, str):
+            return found
+    return json.loads(line).get("id") if line.strip() else None
 
 
 def _lines(pattern: str, limit: int | None = None):
@@ -108,7 +120,7 @@ def read_similar(folder: str, scored: str, unscored: str, wanted: set[str] | Non
 def similar_items(root: str, items: list[str]) -> dict | None:
     """{"items": the items shown, best known first; "sources": {label: {item: neighbours}}} for
     the given (popular) items, or for the first listed when there are none; None when no
-    similar items were written."""
+    similar items were written (or none of those items has any)."""
     wanted = set(items) or None
     sources = {label: read_similar(join(root, folder), scored, unscored, wanted)
                for label, folder, scored, unscored in SIMILAR_SOURCES
@@ -117,8 +129,8 @@ def similar_items(root: str, items: list[str]) -> dict | None:
         return None
     if not items:
         items = list(dict.fromkeys(i for lists in sources.values() for i in lists))[:TOP_ITEMS]
-    listed = [i for i in items if any(i in lists for lists in sources.values())]
-    return {"items": listed, "sources": sources}
+    listed = [i for i in items if any(lists.get(i) for lists in sources.values())]
+    return {"items": listed, "sources": sources} if listed else None
 
 
 def epoch_losses(model_json: dict | None) -> list[float]:
@@ -154,8 +166,23 @@ def entity_words(metadata: dict | None) -> tuple[str, str]:
     return "visitor", "product" if metadata.get("ga_preset") == "ecommerce" else "content item"
 
 
-def sample_ratings(preproc: str, max_records: int = RATING_SAMPLE_RECORDS) -> np.ndarray:
-    """Scaled ratings of the first max_records items_for_user records (a sample, not a full pass)."""
+def run_words(run: dict) -> dict[str, str]:
+    """The words the pages use for this run: user(s), item(s), what users do with items (seen)
+    and which phase trained the served model (phase)."""
+    user, item = entity_words(run["metadata"])
+    source = (run["metadata"] or {}).get("source")
+    seen = "rated" if source == "interactions" else "viewed" if item == "product" else "read"
+    served = (run["model"] or {}).get("served_phase", "full")
+    phase = ("eval phase: trained without the held-out interactions" if served == "eval"
+             else "full phase: trained on all interactions")
+    return {"user": user, "users": user + "s", "item": item, "items": item + "s", "seen": seen,
+            "phase": phase}
+
+
+def sample_ratings(preproc: str, max_records: int = RATING_SAMPLE_RECORDS) -> tuple[np.ndarray, int]:
+    """(scaled ratings, number of users) of the first max_records items_for_user records: a
+    sample, not a full pass. Each shard lists its users most active first, so the sample leans
+    to active users."""
     chunks = [np.zeros(0, np.float32)]
     remaining = max_records
     if remaining > 0:
@@ -167,4 +194,4 @@ def sample_ratings(preproc: str, max_records: int = RATING_SAMPLE_RECORDS) -> np
             remaining -= int(taken.nrows())
             if remaining <= 0:
                 break
-    return np.concatenate(chunks).astype(np.float32, copy=False)
+    return np.concatenate(chunks).astype(np.float32, copy=False), max_records - max(remaining, 0)

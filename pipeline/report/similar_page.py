@@ -9,19 +9,21 @@ from __future__ import annotations
 import html
 
 from pipeline.report.markup import document, link, read_line, table
-from pipeline.report.run_data import SIMILAR_SHOWN, entity_words
+from pipeline.report.run_data import SIMILAR_SHOWN, run_words
 
 PAGE = "similar_items.html"
 SCORE_NAMES = {"WALS": "cosine", "PMI": "PMI"}
 
 READ = "For each of the most popular {items}, the {items} most similar to it, best first. "
+READ_UNRANKED = ("For each of the first {items} listed (this run wrote no popularity list), the "
+                 "{items} most similar to it, best first. ")
 SOURCE_READ = {
     "WALS": "WALS: cosine similarity of the model's item factors (1 = the same taste profile, "
             "0 = unrelated), so it also finds {items} that similar people {seen}, even if rarely "
             "together. ",
     "PMI": "PMI: shifted positive pointwise mutual information of co-occurrence (how many times "
            "more often two {items} are {seen} together than their popularity predicts, on a log "
-           "scale; 0 = no more than chance). ",
+           "scale, less the shift of --pmi_shift; 0 = not more than that). ",
 }
 READ_END = ("Scores compare within a column, not across columns. '-' means that source lists "
             "nothing for the {item}; a score of '-' means the run wrote no scores.")
@@ -38,12 +40,11 @@ def section_links(items: list[str]) -> dict[str, str]:
 
 def render_similar_page(run: dict) -> str:
     similar, popular = run["similar"], dict(run["popular"])
-    user, item = entity_words(run["metadata"])
+    words = run_words(run)
+    user, item = words["user"], words["item"]
     items = similar["items"]
     sections = section_links(items)
-    words = {"item": item, "items": item + "s",
-             "seen": "viewed" if item == "product" else "read" if item != "item" else "rated"}
-    how_to_read = READ + "".join(SOURCE_READ.get(s, "") for s in similar["sources"]) + READ_END
+    how_to_read = (READ if popular else READ_UNRANKED) + "".join(SOURCE_READ.get(s, "") for s in similar["sources"]) + READ_END
     parts = [f"<h1>Similar {html.escape(item)}s</h1><p>{html.escape(run['root'])} &middot; "
              f'<a href="report.html">run report</a></p>', read_line(how_to_read.format(**words))]
     parts.append(table(["#", item, f"{user}s who have it", "sources"],
@@ -51,7 +52,7 @@ def render_similar_page(run: dict) -> str:
                          ", ".join(s for s, lists in similar["sources"].items() if lists.get(i))]
                         for rank, i in enumerate(items, start=1)], ids=(1,)))
     for rank, i in enumerate(items, start=1):
-        count = f" &middot; {popular[i]} {user}s" if i in popular else ""
+        count = f" &middot; {popular[i]} {user}s" if popular.get(i) is not None else ""
         columns = []
         for source, lists in similar["sources"].items():
             neighbours = lists.get(i, [])[:SIMILAR_SHOWN]
@@ -60,7 +61,7 @@ def render_similar_page(run: dict) -> str:
             columns.append(f"<div><h3>{source}</h3>"
                            + (table(["#", item, SCORE_NAMES.get(source, "score")], rows, ids=(1,))
                               if rows else "<p>-</p>") + "</div>")
-        parts.append(f'<section id="{anchor(rank)}"><h2>#{rank} {html.escape(i)}'
+        parts.append(f'<section id="{anchor(rank)}"><h2>#{rank} <span class=ids>{html.escape(i)}</span>'
                      f"<small>{count}</small></h2>"
                      f'<div class="pair">{"".join(columns)}</div></section>')
     return document(f"Similar {item}s", "".join(parts))
