@@ -104,16 +104,22 @@ def replace_dir(new: str, old: str) -> None:
     gfile().rename(new, old)
 
 
-def head_lines(pattern: str, n: int) -> list[str]:
-    """The first n lines of the files matching pattern, in name order (fewer if they are shorter)."""
-    lines: list[str] = []
+def iter_lines(pattern: str, limit: int | None = None):
+    """The lines (without newline) of the files matching pattern, in name order; the first
+    `limit` of them when given. Lazy: a caller may stop early without reading the rest."""
     for path in sorted(gfile().glob(pattern)):
         with gfile().GFile(path, "r") as f:
             for line in f:
-                lines.append(line.rstrip("\n"))
-                if len(lines) == n:
-                    return lines
-    return lines
+                if limit is not None:
+                    if limit <= 0:
+                        return
+                    limit -= 1
+                yield line.rstrip("\n")
+
+
+def head_lines(pattern: str, n: int) -> list[str]:
+    """The first n lines of the files matching pattern, in name order (fewer if they are shorter)."""
+    return list(iter_lines(pattern, n))
 
 
 def shards(folder: str, prefix: str, missing: MissingError | None = None) -> list[str]:

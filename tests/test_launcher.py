@@ -137,4 +137,5 @@ def test_template_launch_of_cooc_publishes_it_by_itself(tmp_path):
     manifest = json.load(open(out / "cooc" / "manifest.json"))
     assert manifest["input_rows"] == rows == manifest["accepted_rows"] + manifest["rejected_rows"]
     assert manifest["rejected_rows"] == 2 and glob.glob(str(out / "cooc" / "pmi_similar_items-*"))
+    assert glob.glob(str(out / "cooc" / "pmi_similar_items_scores-*.jsonl"))  # published in-job too
     assert not glob.glob(str(out / "_tmp_cooc_*"))

@@ -10,8 +10,8 @@ import json
 import numpy as np
 
 from pipeline.artifacts import (COOC, ITEMS_FOR_USER, MODEL, PREDICTIONS, PREPROC, TUNING,
-                                VOCAB_ITEMS, exists, gfile, head_lines, join, read_json,
-                                read_vocabulary, shards, sparse_row_batches, vocab_path)
+                                VOCAB_ITEMS, exists, gfile, head_lines, iter_lines, join,
+                                read_json, read_vocabulary, shards, sparse_row_batches, vocab_path)
 
 RATING_SAMPLE_RECORDS = 2000   # items_for_user records read for the rating histogram
 SAMPLE_RECOMMENDATIONS = 5
@@ -84,36 +84,31 @@ def _line_id(line: str) -> str | None:
     return json.loads(line).get("id") if line.strip() else None
 
 
-def _lines(pattern: str, limit: int | None = None):
-    """The lines of the files matching pattern, in name order (the first `limit` of them)."""
-    for path in sorted(gfile().glob(pattern)):
-        with gfile().GFile(path, "r") as f:
-            for line in f:
-                if limit is not None:
-                    if limit <= 0:
-                        return
-                    limit -= 1
-                yield line.rstrip("\n")
+def _scored_line(line: str) -> tuple[str, Neighbours]:
+    record = json.loads(line)
+    return record["id"], list(zip(record["ids"], map(float, record["scores"])))
+
+
+def _tab_line(line: str) -> tuple[str, Neighbours]:
+    item, _, neighbours = line.partition("\t")
+    return item, [(n, None) for n in neighbours.split(",")] if neighbours else []
 
 
 def read_similar(folder: str, scored: str, unscored: str, wanted: set[str] | None,
                  first: int = TOP_ITEMS) -> dict[str, Neighbours]:
-    """item -> its neighbours, best first, for the wanted items (None: the first listed)."""
-    out: dict[str, Neighbours] = {}
+    """item -> its neighbours, best first, for the wanted items (None: the first listed); from
+    the scored JSON lines when the run wrote them, else from the TAB lines (scores None)."""
     if gfile().glob(join(folder, scored)):
-        for line in _lines(join(folder, scored), None if wanted else first):
-            if wanted is None or _line_id(line) in wanted:
-                record = json.loads(line)
-                out[record["id"]] = list(zip(record["ids"], map(float, record["scores"])))
-                if wanted and len(out) == len(wanted):
-                    break  # each item has one line: the rest of the files can be skipped
-        return out
-    for line in _lines(join(folder, unscored), None if wanted else first):
-        item, _, neighbours = line.partition("\t")
-        if wanted is None or item in wanted:
-            out[item] = [(n, None) for n in neighbours.split(",")] if neighbours else []
+        pattern, line_id, parse = scored, _line_id, _scored_line
+    else:
+        pattern, line_id, parse = unscored, lambda line: line.partition("\t")[0], _tab_line
+    out: dict[str, Neighbours] = {}
+    for line in iter_lines(join(folder, pattern), None if wanted else first):
+        if wanted is None or line_id(line) in wanted:
+            item, neighbours = parse(line)
+            out[item] = neighbours
             if wanted and len(out) == len(wanted):
-                break
+                break  # each item has one line: the rest of the files can be skipped
     return out
 
 
