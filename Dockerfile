@@ -21,6 +21,8 @@ COPY requirements.txt constraints.txt ./
 RUN pip install --no-cache-dir -r requirements.txt -c constraints.txt
 
 COPY setup.py ./
+COPY stagekit stagekit
+COPY factorization factorization
 COPY pipeline pipeline
 COPY transforms transforms
 COPY trainer trainer

@@ -17,11 +17,12 @@ setuptools.setup(
     version="0.1.0",
     description="WALS recommendations from Google Analytics sessions: Beam + TF Transform + TF2.",
     python_requires=">=3.11,<3.12",
-    packages=setuptools.find_packages(include=["pipeline*", "transforms*", "trainer*", "batch_predict*"]),
+    packages=setuptools.find_packages(include=["stagekit*", "factorization*", "pipeline*", "transforms*", "trainer*", "batch_predict*"]),
     package_data={"pipeline": ["data/*"]},
     install_requires=REQUIRED,
     extras_require={
-        "test": ["pytest==9.2.0", "sqlglot==30.30.0", "duckdb==2.0.0", "hypothesis==6.170.15"],
+        "test": ["pytest==9.2.0", "sqlglot==30.30.0", "duckdb==2.0.0", "hypothesis==6.170.15",
+                 "import-linter==2.17"],
         "bench": ["implicit==0.7.3"],
         # to view model/logs: tensorboard --logdir OUTPUT/model/logs (the trainer writes the
         # scalars with TF's own summary ops, so training never needs this package)

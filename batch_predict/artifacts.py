@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from pipeline.artifacts import (ITEMS_FOR_USER, USERS_FOR_ITEM, VOCAB_ITEMS, VOCAB_USERS,  # noqa: F401
+from stagekit.artifacts import (ITEMS_FOR_USER, USERS_FOR_ITEM, VOCAB_ITEMS, VOCAB_USERS,  # noqa: F401
                                 absolute, exists, join, read_json, read_npy, read_vocabulary, shards,
                                 sparse_row_batches, vocab_path)
 
@@ -208,3 +208,32 @@ def load_artifacts(preproc_dir: str, model_dir: str, check_preproc_path: bool = 
                             + "; ".join(problems))
     return Artifacts(preproc_dir, model_dir, row_factors, col_factors, vocab_users, vocab_items,
                      model_info, metadata)
+
+
+@dataclasses.dataclass
+class Entity:
+    """Users or items: their factors, vocabulary and the records keyed by them."""
+    name: str
+    factors: np.ndarray
+    vocab: list[str]
+    vocab_file: str
+    factors_file: str    # name inside the model dir
+    records_prefix: str  # preproc records keyed by this entity, listing the other side
+
+
+@dataclasses.dataclass
+class Direction:
+    """One top-k output: for each query row, the best candidates it does not have yet."""
+    output_name: str
+    query: Entity
+    candidates: Entity
+    excluded: np.ndarray | None = None  # candidates never returned (item filters)
+    blank: np.ndarray | None = None     # query rows left with an empty list (item filters)
+
+
+def entities(a: Artifacts) -> tuple[Entity, Entity]:
+    users = Entity("users", a.row_factors, a.vocab_users, vocabulary_path(a.preproc_dir, VOCAB_USERS),
+                   "row_factors.npy", ITEMS_FOR_USER)
+    items = Entity("items", a.col_factors, a.vocab_items, vocabulary_path(a.preproc_dir, VOCAB_ITEMS),
+                   "col_factors.npy", USERS_FOR_ITEM)
+    return users, items

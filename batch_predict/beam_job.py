@@ -12,7 +12,7 @@ Each block is computed by the same `Scorer.block` as the in-process path with th
 boundaries, so both paths give identical lines. Records that do not fit the model (ids out of
 range, duplicate rows) go to a dead-letter output with a reason. The job finishes itself: its
 last step refuses to publish when there are dead letters or missing rows, and otherwise
-publishes the staged folder (pipeline/publish.py), so the output does not depend on the
+publishes the staged folder (stagekit/publish.py), so the output does not depend on the
 launching process (a Flex Template launcher returns before the job runs).
 """
 from __future__ import annotations
@@ -26,8 +26,8 @@ import numpy as np
 from batch_predict import artifacts as art
 from batch_predict.outputs import TopKFormatter
 from batch_predict.topk import recommendation_scorer
-from pipeline import publish
-from pipeline.artifacts import head_lines, join, write_json
+from stagekit import publish
+from stagekit.artifacts import head_lines, join, write_json
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +215,7 @@ def finish_predictions(_, plan: dict, specs: list[dict], counts: dict, *written)
     manifest = {**plan["manifest"], "rows": {**plan["manifest"].get("rows", {}),
                                              **{s["name"]: counts[f"{s['name']}.scored"] for s in specs}}}
     if plan.get("export"):
-        from batch_predict.predict import export_model
+        from batch_predict.serving import export_model
         manifest["export_dir"] = export_model(**plan["export"])
     Staging.reopen(plan["output_dir"], plan["staged"], plan["run_id"]).commit(manifest)
     publish.remove_tree(plan["scratch"])

@@ -31,9 +31,9 @@ import json
 import posixpath
 from typing import Iterator
 
-from pipeline.artifacts import COOC, exists, gfile  # gfile imports TensorFlow when called
+from stagekit.artifacts import COOC, exists, gfile  # gfile imports TensorFlow when called
 
-from pipeline.sources.sql import validate_dataset, validate_date
+from stagekit.bigquery_names import validate_dataset, validate_date
 
 _META = [{"name": "model_run_id", "type": "STRING", "mode": "NULLABLE"},
          {"name": "run_date", "type": "DATE", "mode": "REQUIRED"}]
@@ -103,7 +103,7 @@ def prediction_sources(mode: str, outputs: list[str], n_similar: int) -> list[So
     return [PREDICTION_SOURCES[name] for name in names]
 
 
-# the co-occurrence stage's similar items (OUTPUT/cooc, pipeline/cooc.py) with their SPPMI scores
+# the co-occurrence stage's similar items (OUTPUT/cooc, pipeline/cooc/) with their SPPMI scores
 PMI_SOURCE = Source("pmi_similar_items", "pmi_similar_items_scores-*.jsonl", "similar_items",
                     fixed=(("source", "pmi"),))
 # a cooc/ published before the scores file existed: its TAB lines, score NULL

@@ -15,7 +15,7 @@ from typing import Callable
 import apache_beam as beam
 
 from batch_predict.bigquery import Source, rows_of_line, write_config
-from pipeline.artifacts import join
+from stagekit.artifacts import join
 
 
 def bigquery_sink(table: str, config: dict) -> beam.PTransform:

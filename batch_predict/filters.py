@@ -26,7 +26,7 @@ def read_ids(path: str) -> set[str]:
 
 def check_files(args) -> None:
     """ValueError naming a filter file that does not exist (before any stage runs)."""
-    from pipeline.artifacts import exists  # TensorFlow's gfile, imported only if a file is named
+    from stagekit.artifacts import exists  # TensorFlow's gfile, imported only if a file is named
 
     for flag in ("exclude_items", "include_items"):
         path = getattr(args, flag, None)

@@ -1,5 +1,5 @@
 """Batch fold-in: fresh recommendations for visitors whose items changed since the model was
-trained, without retraining (trainer/fold_in.py solves their factors, item factors fixed).
+trained, without retraining (factorization/fold_in.py solves their factors, item factors fixed).
 
     python -m batch_predict.fold_in --model_dir OUTPUT/model --preproc_dir TODAY/preproc \
         --output_dir TODAY/fold_in [--top_k 10] [--exclude_items FILE] [--include_items FILE]
@@ -23,9 +23,9 @@ import numpy as np
 
 from batch_predict import artifacts as art
 from batch_predict import filters
-from pipeline import cli
-from pipeline.artifacts import VOCAB_ITEMS, VOCAB_USERS, join, read_json, read_vocabulary, vocab_path
-from trainer.objective import Objective
+from stagekit import cli
+from stagekit.artifacts import VOCAB_ITEMS, VOCAB_USERS, join, read_json, read_vocabulary, vocab_path
+from factorization.objective import Objective
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +67,9 @@ def run(args: argparse.Namespace) -> dict:
     # TensorFlow (input, top-k, fold-in solve, outputs): imported here, not for --help
     from batch_predict import outputs as out
     from batch_predict.topk import recommendation_scorer
-    from trainer import input as wals_input
-    from trainer import warm_start
-    from trainer.fold_in import fold_in_factors, load_trained_entries
+    from factorization import input as wals_input
+    from factorization import warm_start
+    from factorization.fold_in import fold_in_factors, load_trained_entries
 
     started = time.time()
     filters.check_files(args)

@@ -13,7 +13,7 @@ File formats (one record per line, ids are the original ids from the TFT vocabul
   manifest.json              run id, files, rows: written last, the folder is complete when it is there
 
 The lines are formatted a block of rows at a time with arrow's string kernels
-(pipeline/textfile.py), not one line at a time in Python: as fast as pyarrow's own CSV writer
+(stagekit/textfile.py), not one line at a time in Python: as fast as pyarrow's own CSV writer
 (benchmarks/exports.py).
 """
 from __future__ import annotations
@@ -30,9 +30,10 @@ import pyarrow as pa
 import tensorflow as tf
 
 from batch_predict.artifacts import ArtifactError
-from pipeline import lock, publish, textfile
-from pipeline.progress import Progress
-from pipeline.artifacts import join
+from stagekit import lock, publish, textfile
+from stagekit.textfile import write_embeddings  # noqa: F401 (one of the stage's outputs)
+from stagekit.progress import Progress
+from stagekit.artifacts import join
 from batch_predict.topk import TopKBlock
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ MANIFEST = "manifest.json"  # written last: the marker of a complete predictions
 
 
 class Staging:
-    """A scratch folder beside output_dir that becomes output_dir on commit (pipeline/publish.py).
+    """A scratch folder beside output_dir that becomes output_dir on commit (stagekit/publish.py).
 
     Refuses (before anything is written) to replace existing predictions unless overwrite is set,
     and to replace a folder holding anything that is not predictions.
@@ -115,7 +116,7 @@ def _now() -> str:
 
 
 class TopKFormatter:
-    """The lines of TopKBlocks, a whole block at a time (pipeline/textfile.py): the TAB lines
+    """The lines of TopKBlocks, a whole block at a time (stagekit/textfile.py): the TAB lines
     (query<TAB>candidate1,candidate2,...) and, with scores, the JSON lines exactly as json.dumps
     writes {"id", "ids", "scores"} (scores as float(float32) reprs). The in-process writer and the
     Beam job's workers both use it, so the two engines write identical lines. `end` ends every
@@ -164,38 +165,13 @@ def write_topk(blocks: Iterable[TopKBlock], query_vocab: Sequence[str],
     return count
 
 
-_CHUNK_NUMBERS = 1 << 21  # numbers formatted at a time: bounded memory, still whole-array speed
-
-
-def _write_factor_rows(path: str, ids: pa.Array, factors: np.ndarray, between: str,
-                       before: str = "", after: str = "", head: bytes = b"") -> int:
-    """One line per row: before, id, between, the row's numbers joined by ',', after, newline."""
-    factors = np.ascontiguousarray(factors, np.float32)
-    step = max(1, _CHUNK_NUMBERS // max(factors.shape[1], 1))
-    regular = textfile.offsets(np.full(step, factors.shape[1]))
-
-    def chunks():
-        for start in range(0, len(factors), step):
-            block = factors[start:start + step]
-            values = textfile.join(regular[:len(block) + 1], textfile.numbers(block), ",")
-            yield textfile.concat(before, ids[start:start + len(block)], between, values, after + "\n")
-    return textfile.write(path, chunks(), head)
-
-
-def write_embeddings(path: str, vocab: Sequence[str], factors: np.ndarray) -> int:
-    """ANN-ingestion shape: {"id": original id, "embedding": [...]} per line; numbers in their
-    shortest form that reads back as the same float32."""
-    return _write_factor_rows(path, textfile.json_strings(vocab), factors, ', "embedding": [',
-                              before='{"id": ', after="]}")
-
-
 def write_factors_csv(path: str, vocab: Sequence[str], factors: np.ndarray) -> int:
     """id,f0,f1,... keyed by original id, for joining with content features. Ids are quoted only
     where the csv module would quote them (a quote inside); numbers in their shortest form that
     reads back as the same float32 (as pyarrow's CSV writer writes them)."""
     header = ",".join(["id"] + [f"f{i}" for i in range(factors.shape[1])]) + "\n"
-    return _write_factor_rows(path, textfile.csv_fields(vocab), factors, ",",
-                              head=header.encode("utf-8"))
+    return textfile.write_factor_rows(path, textfile.csv_fields(vocab), factors, ",",
+                                      head=header.encode("utf-8"))
 
 
 def popularity_order(counts: np.ndarray) -> np.ndarray:

@@ -6,7 +6,6 @@ it only to run the stage.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import time
 
@@ -15,43 +14,15 @@ import numpy as np
 from batch_predict import artifacts as art
 from batch_predict import filters
 from batch_predict import outputs as out
+from batch_predict.artifacts import Direction, entities
 from batch_predict.serving import export_saved_model
 from batch_predict.topk import recommendation_scorer, similarity_scorer
-from pipeline.artifacts import head_lines, join, read_json
-from pipeline.publish import REFUSED
+from stagekit.artifacts import head_lines, join, read_json
+from stagekit.publish import REFUSED
 
 log = logging.getLogger("batch_predict.run")
 
 PREVIEW_LINES = 5
-
-
-@dataclasses.dataclass
-class Entity:
-    """Users or items: their factors, vocabulary and the records keyed by them."""
-    name: str
-    factors: np.ndarray
-    vocab: list[str]
-    vocab_file: str
-    factors_file: str    # name inside the model dir
-    records_prefix: str  # preproc records keyed by this entity, listing the other side
-
-
-@dataclasses.dataclass
-class Direction:
-    """One top-k output: for each query row, the best candidates it does not have yet."""
-    output_name: str
-    query: Entity
-    candidates: Entity
-    excluded: np.ndarray | None = None  # candidates never returned (item filters)
-    blank: np.ndarray | None = None     # query rows left with an empty list (item filters)
-
-
-def entities(a: art.Artifacts) -> tuple[Entity, Entity]:
-    users = Entity("users", a.row_factors, a.vocab_users, art.vocabulary_path(a.preproc_dir, art.VOCAB_USERS),
-                   "row_factors.npy", art.ITEMS_FOR_USER)
-    items = Entity("items", a.col_factors, a.vocab_items, art.vocabulary_path(a.preproc_dir, art.VOCAB_ITEMS),
-                   "col_factors.npy", art.USERS_FOR_ITEM)
-    return users, items
 
 
 def _topk_local(direction: Direction, args, staging: out.Staging, seen: art.SeenMatrix,
@@ -88,7 +59,7 @@ def _run_beam_job(directions: list[Direction], args, staging: out.Staging, count
     import apache_beam as beam
     import tensorflow as tf
     from batch_predict.beam_job import build_topk_pipeline
-    from pipeline import beam_runner
+    from stagekit import beam_runner
 
     specs = [_beam_spec(d, args, counts[d.candidates.name]) for d in directions]
     scratch = staging.dir + "_job"  # dead letters and the refusal: never published
@@ -105,7 +76,7 @@ def _run_beam_job(directions: list[Direction], args, staging: out.Staging, count
     options = beam_runner.pipeline_options(beam_argv, input_size=sum(
         beam_runner.input_bytes(spec["seen_pattern"]) for spec in specs))
     if beam_runner.is_template_launch(options):  # its job outlives this process
-        from pipeline import lock
+        from stagekit import lock
         lock.mark_scratch(staging.dir, staging.run_id, launched=True)
     log.info("beam job on %s", beam_runner.describe(options))
     pipeline = beam.Pipeline(runner=beam_runner.runner_for(options), options=options)
@@ -153,7 +124,7 @@ def _write_bigquery_local(args, model_run_id: str | None, beam_argv: list[str]) 
     files (same runner flags as the Beam engine)."""
     import apache_beam as beam
     from batch_predict.bigquery_write import BigQueryOutputs
-    from pipeline import beam_runner
+    from stagekit import beam_runner
 
     options = beam_runner.pipeline_options(beam_argv)
     with beam.Pipeline(runner=beam_runner.runner_for(options), options=options) as pipeline:
@@ -165,19 +136,6 @@ def _write_bigquery_local(args, model_run_id: str | None, beam_argv: list[str]) 
 def _lineage(a) -> dict:
     """Which preprocess run and which training run the predictions come from (manifest.json)."""
     return {"preproc_run_id": a.metadata.get("run_id"), "model_run_id": a.model_info.get("run_id")}
-
-
-def export_model(preproc_dir: str, model_dir: str, top_k: int, check_preproc_path: bool = True,
-                 keep_versions: int = 0, excluded_items: list | None = None) -> str:
-    """The SavedModel export from the stage's input folders alone (the Beam job's last step runs
-    it on a worker); returns the version folder."""
-    a = art.load_artifacts(preproc_dir, model_dir, check_preproc_path=check_preproc_path)
-    users, items = entities(a)
-    seen = art.read_seen(preproc_dir, users.records_prefix, len(users.vocab), len(items.vocab))
-    item_counts = art.count_per_key(preproc_dir, items.records_prefix, len(items.vocab))
-    return export_saved_model(a, users.vocab_file, items.vocab_file, seen, item_counts, top_k,
-                              keep_versions, None if excluded_items is None
-                              else np.asarray(excluded_items, np.int64))
 
 
 def _timed(summary: dict, name: str, fn, *fn_args):

@@ -23,7 +23,7 @@ import logging
 from batch_predict import artifacts as art
 from batch_predict import bigquery
 from batch_predict import filters
-from pipeline import cli
+from stagekit import cli
 
 # This module is the stage's command line (flags, their checks, `run`); the work, which imports
 # TensorFlow, is in batch_predict/predict.py, imported only once the flags have passed.

@@ -17,7 +17,7 @@ known bool [n] (visitor found in the vocabulary).
 The `fold_in` signature serves visitors the model has never seen: `contentIds` string [n, L]
 (each row a visitor's items, padded with "") -> contentId string [n, k], score float32 [n, k].
 Each row's user factor is the exact least-squares solution with the item factors fixed — the
-trainer's own half-step (trainer/wals.py `solve_rows`, same objective, trainer/objective.py),
+trainer's own half-step (factorization/wals.py `solve_rows`, same objective, factorization/objective.py),
 each given item counting as one typical rating (model.json `fold_in_rating`); unknown and
 repeated contentIds are ignored, the given items are never recommended, and a row with no known
 item gets the popularity list.
@@ -41,11 +41,12 @@ import uuid
 import numpy as np
 import tensorflow as tf
 
+from batch_predict import artifacts as art
 from batch_predict.artifacts import Artifacts, SeenMatrix
-from pipeline import faults
-from pipeline.artifacts import join
-from trainer import wals
-from trainer.objective import Objective
+from stagekit import faults
+from stagekit.artifacts import join
+from factorization import wals
+from factorization.objective import Objective
 
 log = logging.getLogger(__name__)
 
@@ -202,3 +203,16 @@ def export_saved_model(artifacts: Artifacts, users_vocab_file: str, items_vocab_
     log.info("export: SavedModel for %d users x %d items (k=%d) at %s in %.2fs",
                  artifacts.nusers, artifacts.nitems, module.k, final_dir, time.time() - started)
     return final_dir
+
+
+def export_model(preproc_dir: str, model_dir: str, top_k: int, check_preproc_path: bool = True,
+                 keep_versions: int = 0, excluded_items: list | None = None) -> str:
+    """The SavedModel export from the stage's input folders alone (the Beam job's last step runs
+    it on a worker); returns the version folder."""
+    a = art.load_artifacts(preproc_dir, model_dir, check_preproc_path=check_preproc_path)
+    users, items = art.entities(a)
+    seen = art.read_seen(preproc_dir, users.records_prefix, len(users.vocab), len(items.vocab))
+    item_counts = art.count_per_key(preproc_dir, items.records_prefix, len(items.vocab))
+    return export_saved_model(a, users.vocab_file, items.vocab_file, seen, item_counts, top_k,
+                              keep_versions, None if excluded_items is None
+                              else np.asarray(excluded_items, np.int64))

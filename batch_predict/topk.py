@@ -11,7 +11,7 @@ For query rows Q (e.g. user factors, [nq, f]) and candidates C (e.g. item factor
     top_k(q) = the k largest scores, best first; equal scores -> the lower candidate id first
         (tf.math.top_k's documented tie rule), which makes the output deterministic.
 
-The selection is exact but cheap: trainer/ranking.py's chunk prefilter (`top_k_rows`).
+The selection is exact but cheap: factorization/ranking.py's chunk prefilter (`top_k_rows`).
 
 Entries scoring -inf are never recommended: a row with fewer than k admissible candidates
 (k larger than the catalog, or most of it already seen) gets a shorter list, possibly empty.
@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from batch_predict.artifacts import SeenMatrix
-from trainer.ranking import CHUNK, aligned_empty, top_k_rows  # noqa: F401 (re-exported)
+from factorization.ranking import CHUNK, aligned_empty, top_k_rows  # noqa: F401 (re-exported)
 
 
 @dataclasses.dataclass

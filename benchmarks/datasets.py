@@ -51,7 +51,7 @@ def movielens(path: str = MOVIELENS) -> Dataset:
 
 def ga_sample(cache: str = CACHE) -> Dataset:
     """The bundled sample, preprocessed by the product itself (once, cached under bench_out)."""
-    from trainer.input import load_matrix
+    from factorization.input import load_matrix
     output = os.path.join(cache, "ga_sample")
     if not os.path.exists(os.path.join(output, "preproc", "metadata.json")):
         subprocess.run([sys.executable, "-m", "pipeline.run", "--stages", "preprocess",
@@ -111,8 +111,8 @@ def write_preproc(data: Dataset, out_dir: str, shards: int = 8) -> str:
 
     import tensorflow as tf
 
-    from pipeline import artifacts
-    from pipeline.examples import serialized_examples
+    from stagekit import artifacts
+    from pipeline.preprocess.examples import serialized_examples
     assets = os.path.join(out_dir, "transform_fn", "assets")
     os.makedirs(assets, exist_ok=True)
     for prefix, keys, indices in ((artifacts.ITEMS_FOR_USER, data.users, data.items),

@@ -5,7 +5,7 @@
 Fold-in: 10% of the users (seeded) are left out of training entirely; 10% others ("trained")
 are in training with 20% of their interactions held out. The model trains on everything else
 with the trainer's defaults. Each left-out user gets a factor from 80% of their interactions by
-fold-in (trainer/fold_in.py: the exact least squares with the item factors fixed — the same
+fold-in (factorization/fold_in.py: the exact least squares with the item factors fixed — the same
 solve the SavedModel's `fold_in` signature runs, checked equal in tests/test_fold_in.py), and
 the remaining 20% are scored. NDCG@10 of: folded-in users, trained users, and popularity for
 the folded-in users. The folded-in scores exclude the 80% given, like the signature.
@@ -29,10 +29,11 @@ if __package__ in (None, ""):
 import numpy as np
 
 from benchmarks.datasets import LOADERS
-from benchmarks.tuning import trainer_args
-from trainer import metrics, wals
-from trainer.fold_in import fold_in_factors
-from trainer.objective import Objective
+from benchmarks.models import trainer_args
+from trainer import metrics
+from factorization import wals
+from factorization.fold_in import fold_in_factors
+from factorization.objective import Objective
 
 K = 10
 METRIC = f"ndcg@{K}"

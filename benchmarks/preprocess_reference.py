@@ -9,7 +9,7 @@ tf.train.Example records (DESIGN.md), with the same median-scaled ratings.
   record is one `tf.train.Example` built with the protobuf API from that key's slice of the
   sorted rows, written with `tf.io.TFRecordWriter`.
 * `fast`: the same in pandas + numpy, but the Example bytes are encoded for all records at once
-  with numpy (`pipeline.examples`), as the stage does. A lower bound, kept for context.
+  with numpy (`pipeline.preprocess.examples`), as the stage does. A lower bound, kept for context.
 """
 import json
 import os
@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from pipeline.examples import serialized_examples
+from pipeline.preprocess.examples import serialized_examples
 
 
 def summed_interactions(path: str, scale: float = 0.3):

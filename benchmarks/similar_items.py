@@ -71,8 +71,8 @@ def wals_neighbours(data, train, n: int) -> dict[int, list[int]]:
     """Top-n cosine neighbours of every item's WALS factors (trainer defaults), as batch_predict."""
     from batch_predict.artifacts import SeenMatrix
     from batch_predict.topk import similarity_scorer
-    from benchmarks.wals_vs_implicit import default_args
-    from trainer import wals
+    from benchmarks.models import default_args
+    from factorization import wals
     settings = vars(default_args())
     solver = wals.WALS.from_settings(data.users[train], data.items[train], data.ratings[train],
                                      data.nusers, data.nitems, settings)

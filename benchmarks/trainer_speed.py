@@ -9,7 +9,7 @@ Every figure comes from a fresh Python process, ours and implicit's alternating 
 median over the rounds are printed with the target.
 
 - Epochs (per dataset, k, solver): one process trains `--epoch_iterations` epochs on the in-memory
-  ratings (our trainer's objective and defaults, `trainer.wals.WALS.from_settings`) and reports
+  ratings (our trainer's objective and defaults, `factorization.wals.WALS.from_settings`) and reports
   each epoch's seconds; implicit's `fit` reports each iteration's through its callback. Steady =
   median of epochs 2..n; first epoch (ours: tracing included) / steady is printed too. CG is
   compared with implicit's CG (3 steps both), exact with its Cholesky solver (use_cg=False).
@@ -41,10 +41,10 @@ if __package__ in (None, ""):  # run as a script: make the repo root importable
 import numpy as np
 
 from benchmarks import datasets
+from benchmarks.models import default_args, implicit_model
 from benchmarks.processes import timed_process
 
 TARGETS = {"epoch": 1.0, "first_epoch": 2.0, "process": 1.5, "memory": 4.0, "eval": 1.0}
-IMPLICIT = {"regularization": 1.0, "alpha": 10.0}  # speed does not depend on them (3 CG steps)
 
 
 def load(name: str) -> datasets.Dataset:
@@ -77,8 +77,7 @@ def child_epochs(opts) -> dict:
                        opts.solver == "cg", opts.iterations,
                        lambda _i, elapsed, _l: seconds.append(elapsed))
         return {"seconds": seconds}
-    from benchmarks.wals_vs_implicit import default_args
-    from trainer import wals
+    from factorization import wals
     solver = wals.WALS.from_settings(data.users, data.items, data.ratings, data.nusers,
                                      data.nitems, vars(default_args(n_embeds=opts.k,
                                                                     solver=opts.solver)))
@@ -88,22 +87,6 @@ def child_epochs(opts) -> dict:
         solver.epoch()
         seconds.append(time.perf_counter() - tick)
     return {"seconds": seconds}
-
-
-def implicit_model(users, items, ratings, shape, k, use_cg, iterations, callback=None,
-                   regularization=IMPLICIT["regularization"], alpha=IMPLICIT["alpha"],
-                   threads=None, seed=1):
-    """implicit's ALS fitted on the COO interactions (no TensorFlow imported here)."""
-    import scipy.sparse as sparse
-    from implicit.cpu.als import AlternatingLeastSquares
-    from threadpoolctl import threadpool_limits
-    model = AlternatingLeastSquares(factors=k, iterations=iterations, use_cg=use_cg,
-                                    regularization=regularization, alpha=alpha,
-                                    num_threads=threads or os.cpu_count(), random_state=seed)
-    with threadpool_limits(1, "blas"):  # implicit's own advice; it parallelises by rows
-        model.fit(sparse.csr_matrix((ratings, (users, items)), shape=shape),
-                  show_progress=False, callback=callback)
-    return model
 
 
 def child_implicit_process(opts) -> dict:
@@ -117,8 +100,8 @@ def child_implicit_process(opts) -> dict:
 
 
 def child_eval(opts) -> dict:
-    from benchmarks.wals_vs_implicit import default_args
-    from trainer import metrics, wals
+    from trainer import metrics
+    from factorization import wals
     data = load(opts.dataset)
     held = metrics.split_holdout(data.users, 0.2, 42)
     solver = wals.WALS.from_settings(data.users[~held], data.items[~held], data.ratings[~held],

@@ -32,21 +32,15 @@ if __package__ in (None, ""):
 import numpy as np
 
 from benchmarks.datasets import LOADERS
-from trainer import metrics, tune, wals
-from trainer.input import Interactions
+from benchmarks.models import fit_implicit, trainer_args
+from trainer import metrics, tune
+from factorization import wals
+from factorization.input import Interactions
 
 K = 10
 METRIC = f"ndcg@{K}"
 IMPLICIT_GRID = {"factors": (32, 64, 128, 256), "regularization": (0.01, 0.1, 1.0, 10.0, 100.0),
                  "alpha": (1.0, 5.0, 20.0, 50.0)}
-
-
-def trainer_args(**overrides) -> argparse.Namespace:
-    """The flags of `trainer.tune` (trainer flags included) at their defaults, plus overrides."""
-    args = tune.build_parser().parse_args(["--input_dir", "-", "--output_dir", "-"])
-    for name, value in overrides.items():
-        setattr(args, name, value)
-    return args
 
 
 def fit_and_score(data, test, settings: dict) -> dict:
@@ -64,7 +58,6 @@ def fit_and_score(data, test, settings: dict) -> dict:
 
 
 def implicit_grid(data, test, threads: int) -> list[dict]:
-    from benchmarks.wals_vs_implicit import fit_implicit
     train = tuple(x[~test] for x in (data.users, data.items, data.ratings))
     rows = []
     for factors, reg, alpha in itertools.product(*IMPLICIT_GRID.values()):

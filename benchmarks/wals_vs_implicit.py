@@ -26,7 +26,9 @@ if __package__ in (None, ""):  # run as a script: make the repo root importable
 
 import numpy as np
 
-from trainer import metrics, task, wals
+from benchmarks.models import default_args, fit_implicit
+from trainer import flags, metrics
+from factorization import wals
 
 RATINGS = "/work/shared/data/ml-latest-small/ratings.csv"
 K = 10
@@ -47,11 +49,6 @@ def load_ratings(path: str):
     return users, items, ratings, int(users.max()) + 1, int(items.max()) + 1
 
 
-def default_args(**overrides) -> argparse.Namespace:
-    from benchmarks.tuning import trainer_args  # the trainer's flags at their defaults
-    return trainer_args(**{"seed": 42, "top_k": K, **overrides})
-
-
 def fit_ours(train, nusers, nitems, args, solver_name=None):
     """Our trainer's solver with args' hyperparameters (the trainer's own objective: targets,
     weights, per-row λ); solver_name overrides args.solver."""
@@ -69,18 +66,6 @@ def fit_ours(train, nusers, nitems, args, solver_name=None):
         solver.epoch()
         seconds.append(time.perf_counter() - tick)
     return solver.row_factors.numpy(), solver.col_factors.numpy(), seconds
-
-
-def fit_implicit(train, nusers, nitems, factors, regularization, alpha, iterations, threads,
-                 seed, use_cg=True):
-    """implicit's ALS on the same split: (user factors, item factors, seconds per iteration)."""
-    from benchmarks.trainer_speed import implicit_model
-    users, items, ratings = train
-    tick = time.perf_counter()
-    model = implicit_model(users, items, ratings, (nusers, nitems), factors, use_cg, iterations,
-                           regularization=regularization, alpha=alpha, threads=threads, seed=seed)
-    seconds = time.perf_counter() - tick
-    return np.asarray(model.user_factors), np.asarray(model.item_factors), seconds / iterations
 
 
 def score(row_factors, col_factors, train, test, nusers, nitems):
@@ -109,7 +94,7 @@ def main(argv=None) -> dict:
     ours = default_args(seed=opts.seed)
     row_f, col_f, ours_seconds = fit_ours(train, nusers, nitems, ours)
     results["wals"] = {**score(row_f, col_f, train, test, nusers, nitems),
-                       "epoch_seconds": ours_seconds, "hyperparameters": task.hyperparameters(ours)}
+                       "epoch_seconds": ours_seconds, "hyperparameters": flags.hyperparameters(ours)}
     row_f, col_f, cg_seconds = fit_ours(train, nusers, nitems, ours, "cg")
     results["wals_cg"] = {**score(row_f, col_f, train, test, nusers, nitems),
                           "epoch_seconds": cg_seconds, "cg_steps": ours.cg_steps}

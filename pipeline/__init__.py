@@ -1,6 +1,3 @@
-"""pipeline package of the GA WALS recommendation pipeline."""
-import os
-
-# TensorFlow's C++ INFO lines (CUDA stubs, CPU features) drown the stage logs on CPU machines;
-# warnings and errors still show. A value set by the user wins.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+"""The driver (`run`: every stage in one command), the Beam stages (`preprocess`, `cooc`), what
+they read (`sources`, `sample`), the cloud launchers (`cloud`) and the run's report (`report`)."""
+import stagekit  # noqa: F401 (TensorFlow's log level, before any stage imports it)

@@ -6,10 +6,10 @@
         --temp_location gs://B/tmp --setup_file ./setup.py --output_dir gs://B/run
 
 Flags are this module's own (--output_dir, --stages, --trainer, --vertex_*, --no_report), the
-shared ones (pipeline/cli.py) and every stage's `add_args`; anything else must be a Beam
+shared ones (stagekit/cli.py) and every stage's `add_args`; anything else must be a Beam
 pipeline option and goes, untouched, to the Beam stages (preprocess, predict) but not to train.
 Each stage gets a copy of the flags with its paths remapped to the layout in DESIGN.md, and
-its inputs are checked before it starts (pipeline/artifacts.py).
+its inputs are checked before it starts (stagekit/artifacts.py).
 """
 from __future__ import annotations
 
@@ -23,11 +23,11 @@ import sys
 import time
 import uuid
 
-from pipeline import cli, faults
+from stagekit import cli, faults
 from pipeline.cloud import vertex
-from pipeline.artifacts import (MODEL, PREDICTIONS, PREPROC, STAGE_ORDER, TUNING, StageInputError,
+from stagekit.artifacts import (MODEL, PREDICTIONS, PREPROC, STAGE_ORDER, TUNING, StageInputError,
                                 check_stage_inputs, exists, join, stage_dir)
-from pipeline.cli import DEFAULT_OUTPUT_DIR, LOG_FORMAT, add_shared_args
+from stagekit.cli import DEFAULT_OUTPUT_DIR, LOG_FORMAT, add_shared_args
 
 log = logging.getLogger("pipeline.run")
 
@@ -38,6 +38,7 @@ BEAM_STAGES = ("preprocess", "cooc", "predict")  # the stages that receive the B
 DATE_FLAGS = ("start_date", "end_date")
 RELATIVE_DATE = re.compile(r"^(?:today(?:-(\d{1,4}))?|yesterday)$")
 USAGE_ERRORS = (ValueError, FileExistsError, FileNotFoundError)
+PRODUCT_PACKAGES = ("stagekit", "factorization", "transforms", "pipeline", "trainer", "batch_predict")
 
 
 class UsageError(ValueError):
@@ -189,7 +190,7 @@ def train_stage_args(args: argparse.Namespace, upfront: bool = False) -> argpars
     ns = stage_args("train", args)
     tuned = tuning_result(ns, args.output_dir)
     if tuned and not (upfront and "tune" in args.stages and not getattr(ns, "tuning_file", None)):
-        from trainer.tune import apply_tuning
+        from trainer.tuned import apply_tuning
         apply_tuning(ns, getattr(args, "explicit_flags", set()), tuned, quiet=upfront)
     return ns
 
@@ -206,13 +207,13 @@ def run_stage(stage: str, args: argparse.Namespace, beam_argv: list[str]) -> dic
 
 
 def is_template_launch(beam_argv: list[str]) -> bool:
-    """Whether the Beam flags make this a template launch (pipeline/beam_runner.py); without
+    """Whether the Beam flags make this a template launch (stagekit/beam_runner.py); without
     any it cannot be one, and Beam is not imported to say so."""
     if not beam_argv:
         return False
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from pipeline import beam_runner
+    from stagekit import beam_runner
 
     return beam_runner.is_template_launch(PipelineOptions(beam_argv))
 
@@ -283,12 +284,23 @@ def check_upfront(args: argparse.Namespace) -> None:
                                   "'train' stage (add it to --stages)")
 
 
+def print_query(args: argparse.Namespace) -> None:
+    """--print_query: the SQL of the first selected stage that reads the source (preprocess, or
+    cooc keyed by session with --cooc_scope session), alone on stdout, once every flag passed."""
+    readers = [stage for stage in args.stages if stage in ("preprocess", "cooc")]
+    if not readers:
+        raise UsageError("--print_query prints the SQL of a stage that reads the source: add "
+                         "preprocess or cooc to --stages")
+    check_flags(args)
+    stage_module(readers[0]).print_query(stage_args(readers[0], args))
+
+
 def run_pipeline(args: argparse.Namespace, beam_argv: list[str]) -> dict:
     """Runs the selected stages in order; returns {stage: summary dict} plus 'seconds'.
 
-    The output folder is locked for the whole run (pipeline/lock.py), except by a template
+    The output folder is locked for the whole run (stagekit/lock.py), except by a template
     launch, which ends before its job runs."""
-    from pipeline import lock
+    from stagekit import lock
 
     check_flags(args)  # values first: cheap, so a typo fails before any import or I/O
     check_runner(args, beam_argv)
@@ -327,7 +339,7 @@ def remove_dead_scratch(output_dir: str) -> None:
     scratch (_tmp_train_*) stays: the trainer resumes from it."""
     import tensorflow as tf
 
-    from pipeline import lock
+    from stagekit import lock
 
     for pattern in DEAD_SCRATCH:
         for folder in tf.io.gfile.glob(join(output_dir, pattern)):
@@ -378,6 +390,9 @@ def main(argv: list[str] | None = None) -> int:
         tf_logger.propagate = False
     try:
         args, beam_argv = parse_args(argv)
+        if args.print_query:
+            print_query(args)
+            return 0
         summaries = run_pipeline(args, beam_argv)
         finish(args, summaries)
         return 0
@@ -398,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
 def _is_refusal(exc: Exception) -> bool:
     """A stage's own error (or a plain ValueError/FileExistsError...): the message says it all."""
     return (isinstance(exc, USAGE_ERRORS)
-            or type(exc).__module__.split(".")[0] in ("pipeline", "trainer", "batch_predict"))
+            or type(exc).__module__.split(".")[0] in PRODUCT_PACKAGES)
 
 
 def exit_now(code: int) -> None:

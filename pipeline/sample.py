@@ -29,21 +29,21 @@ import random
 import time
 from collections.abc import Iterable, Iterator
 
-from pipeline.cli import LOG_FORMAT
+from stagekit.cli import LOG_FORMAT
 
 # the committed sample `make demo` reads by default
 SAMPLE_PATH = str(pathlib.Path(__file__).resolve().parent / "data" / "ga_sessions_sample.ndjson.gz")
 CATEGORIES = ("politics", "world", "business", "technology", "science", "sports", "culture",
               "travel", "food", "opinion")
 HOSTNAME = "news.example.com"
-_PRODUCTS = tuple(f"SUB-{plan}" for plan in ("DIGITAL-M", "DIGITAL-Y", "PRINT-M", "PRINT-Y")) + \
+PRODUCTS = tuple(f"SUB-{plan}" for plan in ("DIGITAL-M", "DIGITAL-Y", "PRINT-M", "PRINT-Y")) + \
     tuple(f"SHOP-{i:03d}" for i in range(1, 17))
 _EVENTS = (("engagement", "scroll", "75%"), ("engagement", "scroll", "100%"),
            ("social", "share", "twitter"), ("video", "play", "inline"),
            ("newsletter", "signup", "footer"))
 
 
-class _Catalog:
+class Catalog:
     """Articles with Zipf popularity, grouped by category for preference-weighted draws."""
 
     def __init__(self, n_articles: int, rng: random.Random, zipf_exponent: float):
@@ -87,27 +87,27 @@ def generate_sessions(n_visitors: int, n_articles: int, seed: int, *,
     if n_visitors < 1 or n_articles < 1:
         raise ValueError("n_visitors and n_articles must be >= 1")
     rng = random.Random(seed)
-    catalog = _Catalog(n_articles, rng, zipf_exponent)
+    catalog = Catalog(n_articles, rng, zipf_exponent)
     first_day = datetime.datetime.strptime(start_date, "%Y%m%d").replace(
         tzinfo=datetime.timezone.utc)
     period_seconds = days * 86_400
     visitor_ids = rng.sample(range(10**18, 10**19), n_visitors)
     for visitor_id in visitor_ids:
         favourites = rng.sample(CATEGORIES, rng.choice((1, 1, 2)))
-        n_sessions = _one_plus_geometric(rng, sessions_per_visitor)
+        n_sessions = one_plus_geometric(rng, sessions_per_visitor)
         # distinct start seconds keep (fullVisitorId, visitId) unique, as in GA
         starts = sorted(rng.sample(range(period_seconds), n_sessions))
         for visit_number, offset in enumerate(starts, start=1):
             start = first_day + datetime.timedelta(seconds=offset)
             hits = _session_hits(rng, catalog, favourites, start, _SessionShape(
-                pages=_one_plus_geometric(rng, pages_per_session),
+                pages=one_plus_geometric(rng, pages_per_session),
                 preference_strength=preference_strength, no_content_page_rate=no_content_page_rate,
                 event_rate=event_rate, ecommerce=rng.random() < ecommerce_rate,
                 median_seconds=median_seconds_on_page))
             yield _session_row(rng, str(visitor_id), visit_number, start, hits)
 
 
-def _one_plus_geometric(rng: random.Random, mean: float) -> int:
+def one_plus_geometric(rng: random.Random, mean: float) -> int:
     """1 + Geometric with the given mean (>= 1)."""
     if mean <= 1:
         return 1
@@ -125,7 +125,7 @@ class _SessionShape:
     median_seconds: float
 
 
-def _session_hits(rng: random.Random, catalog: _Catalog, favourites: list[str],
+def _session_hits(rng: random.Random, catalog: Catalog, favourites: list[str],
                   start: datetime.datetime, shape: _SessionShape) -> list[dict]:
     hits: list[dict] = []
     time_ms = 0
@@ -138,8 +138,8 @@ def _session_hits(rng: random.Random, catalog: _Catalog, favourites: list[str],
             category = rng.choice(favourites) if rng.random() < shape.preference_strength \
                 else None
             hits.append(_hit(start, time_ms, "PAGE", _article_page(catalog.draw(rng, category))))
-        dwell_ms = _dwell_ms(rng, shape.median_seconds)
-        for _ in range(_poisson(rng, shape.event_rate)):
+        dwell_ms = time_on_page_ms(rng, shape.median_seconds)
+        for _ in range(poisson(rng, shape.event_rate)):
             category, action, label = rng.choice(_EVENTS)
             hits.append(_hit(start, time_ms + rng.randrange(1, dwell_ms), "EVENT", {
                 "eventInfo": {"eventCategory": category, "eventAction": action,
@@ -156,12 +156,14 @@ def _session_hits(rng: random.Random, catalog: _Catalog, favourites: list[str],
     return hits
 
 
-def _dwell_ms(rng: random.Random, median_seconds: float) -> int:
+def time_on_page_ms(rng: random.Random, median_seconds: float) -> int:
+    """Log-normal time on page in ms: median `median_seconds`, clipped to 2 s .. 30 min."""
     seconds = rng.lognormvariate(math.log(median_seconds), 1.0)
     return int(min(max(seconds, 2.0), 1800.0) * 1000) + rng.randrange(1000)
 
 
-def _poisson(rng: random.Random, mean: float) -> int:
+def poisson(rng: random.Random, mean: float) -> int:
+    """A Poisson count with the given mean."""
     count, threshold, product = 0, math.exp(-mean), rng.random()
     while product > threshold:
         count += 1
@@ -191,7 +193,7 @@ def _front_page(rng: random.Random) -> dict:
 
 
 def _ecommerce_hits(rng: random.Random, start: datetime.datetime, time_ms: int) -> list[dict]:
-    shown = rng.sample(_PRODUCTS, 4)
+    shown = rng.sample(PRODUCTS, 4)
     viewed = rng.sample(shown, rng.choice((1, 1, 2)))
     hits = [_hit(start, time_ms, "EVENT", {
         "eCommerceAction": {"action_type": "0", "step": "1"},

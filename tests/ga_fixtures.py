@@ -20,6 +20,14 @@ _HIT_TYPE = ("STRUCT(type VARCHAR, time BIGINT, hitNumber BIGINT, "
              "eCommerceAction STRUCT(action_type VARCHAR))[]")
 _SESSION_COLUMNS = {"fullVisitorId": "VARCHAR", "visitId": "BIGINT", "date": "VARCHAR",
                     "hits": _HIT_TYPE}
+# The GA4 export fields the presets read (events_YYYYMMDD), typed as in its BigQuery schema.
+_GA4_COLUMNS = {
+    "event_date": "VARCHAR", "event_timestamp": "BIGINT", "event_name": "VARCHAR",
+    "user_pseudo_id": "VARCHAR", "user_id": "VARCHAR",
+    "event_params": "STRUCT(key VARCHAR, value STRUCT(string_value VARCHAR, int_value BIGINT, "
+                    "float_value DOUBLE, double_value DOUBLE))[]",
+    "items": "STRUCT(item_id VARCHAR, item_name VARCHAR, quantity BIGINT)[]"}
+SCHEMAS = {"ua": (_SESSION_COLUMNS, "date"), "ga4": (_GA4_COLUMNS, "event_date")}
 
 
 def write_ndjson(sessions: Iterable[dict], path) -> str:
@@ -29,15 +37,19 @@ def write_ndjson(sessions: Iterable[dict], path) -> str:
     return str(path)
 
 
-def run_bigquery_sql_on_ndjson(query: str, ndjson_path: str) -> dict[tuple[str, str], float]:
-    """Runs a pipeline.sql query over an NDJSON export; returns {(visitorId, contentId): value}.
+def run_bigquery_sql_on_ndjson(query: str, ndjson_path: str, schema: str = "ua"
+                               ) -> dict[tuple[str, str], float]:
+    """Runs a pipeline.sources.sql query over an NDJSON export (schema "ua": ga_sessions_* rows,
+    "ga4": events_* rows); returns {(visitorId, contentId): value}.
 
-    Every table in the query is replaced by the export, whose `date` plays `_TABLE_SUFFIX`.
+    Every table in the query is replaced by the export, whose `date` (ua) or `event_date` (ga4)
+    plays `_TABLE_SUFFIX`.
     """
     con = duckdb.connect()
-    columns = "{" + ", ".join(f"'{k}': '{v}'" for k, v in _SESSION_COLUMNS.items()) + "}"
+    typed, suffix = SCHEMAS[schema]
+    columns = "{" + ", ".join(f"'{k}': '{v}'" for k, v in typed.items()) + "}"
     con.execute(f"""CREATE VIEW ga_sessions AS
-        SELECT *, date AS _TABLE_SUFFIX
+        SELECT *, {suffix} AS _TABLE_SUFFIX
         FROM read_json('{ndjson_path}', format='newline_delimited', columns={columns})""")
 
     def to_local_table(node: exp.Expression) -> exp.Expression:

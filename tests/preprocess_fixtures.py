@@ -9,7 +9,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from pipeline import cli, preprocess
+from stagekit import cli
+from pipeline import preprocess
 
 
 def stage_args(output_dir, *argv) -> argparse.Namespace:

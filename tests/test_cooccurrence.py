@@ -9,7 +9,7 @@ import pytest
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline import cooc_job
+from pipeline.cooc import job as cooc_job
 from pipeline.sources.rows import triples_batch
 from transforms import cooccurrence
 
@@ -168,7 +168,7 @@ def test_stage_end_to_end_counts_add_up_and_lines_match(tmp_path):
 def test_pmi_embeddings_fit_the_sppmi_matrix():
     """WALS on items x items reconstructs the kept SPPMI values far better than their mean does,
     and items without any kept pair get no direction (a zero vector)."""
-    from trainer.pmi_embeddings import pmi_embeddings
+    from factorization.pmi_embeddings import pmi_embeddings
     rows = fixture_rows(seed=11, visitors=300, items=30)
     counts = brute_force(rows, 50)[2]
     scored = [(a, pair) for a, found in scored_both_ways(rows, min_count=1).items() for pair in found]

@@ -1,4 +1,4 @@
-"""The text exporters (pipeline/textfile.py, batch_predict/outputs.py, the vocabulary writer)
+"""The text exporters (stagekit/textfile.py, batch_predict/outputs.py, the vocabulary writer)
 against straightforward line-by-line reference implementations, on small data with awkward ids.
 
 Where the format fixes every byte (TAB lines, scores JSONL, popular_items.txt, vocabularies) the
@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from batch_predict import outputs as out
 from batch_predict.topk import TopKBlock
-from pipeline import textfile
+from stagekit import textfile
 from pipeline.sources import ga
 from transforms import vocabulary
 
@@ -141,7 +141,7 @@ def test_factor_csv_reads_back_ids_and_float32_values_exactly(tmp_path, ids):
 def test_factor_rows_span_several_chunks(tmp_path, monkeypatch):
     factors = awkward_factors(50, k=4, seed=3)
     ids = [f"v{i}" for i in range(50)]
-    monkeypatch.setattr(out, "_CHUNK_NUMBERS", 12)  # 3 rows per chunk
+    monkeypatch.setattr(textfile, "CHUNK_NUMBERS", 12)  # 3 rows per chunk
     out.write_factors_csv(str(tmp_path / "f.csv"), ids, factors)
     rows = read_csv_rows(tmp_path / "f.csv")
     assert [r[0] for r in rows[1:]] == ids

@@ -1,4 +1,4 @@
-"""kill -9 at stage boundaries and inside stages, publishes included (pipeline/faults.py points).
+"""kill -9 at stage boundaries and inside stages, publishes included (stagekit/faults.py points).
 
 After any kill each published folder (preproc/, model/, predictions/) is entirely the old run's
 or entirely the new one's, the newest SavedModel still loads and answers, and a plain rerun
@@ -15,7 +15,7 @@ import sys
 import pytest
 import tensorflow as tf
 
-from pipeline import artifacts
+from stagekit import artifacts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = ["--source=interactions", "--epochs=2", "--n_embeds=4", "--eval_fraction=0", "--no_report",

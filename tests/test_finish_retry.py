@@ -10,8 +10,8 @@ import pytest
 import tensorflow_transform as tft
 
 from batch_predict.beam_job import finish_predictions
-from pipeline import publish
-from pipeline.preprocess_finish import finish_stage, make_plan
+from stagekit import publish
+from pipeline.preprocess.finish import finish_stage, make_plan
 from preprocess_fixtures import run_stage, write_lines
 from fs_fixtures import file_tree
 

@@ -2,7 +2,7 @@
 memory estimate of training against this machine. A bad value exits 2 with one line."""
 import pytest
 
-from pipeline import cli
+from stagekit import cli
 from pipeline import run as driver
 
 
@@ -37,12 +37,12 @@ def test_a_bad_value_exits_2_with_one_line_before_any_work(argv, message, tmp_pa
 
 
 def test_the_memory_estimate_scales_with_k_squared_and_the_catalog():
-    from trainer import task
+    from trainer import flags
 
-    args = task.build_parser().parse_args(["--input_dir", "i", "--output_dir", "o"])
-    base = task.memory_estimate_bytes(args, nrows=0)
+    args = flags.build_parser().parse_args(["--input_dir", "i", "--output_dir", "o"])
+    base = flags.memory_estimate_bytes(args, nrows=0)
     args.n_embeds *= 2
-    assert task.memory_estimate_bytes(args, nrows=0) == pytest.approx(4 * base, rel=0.05)
-    assert task.memory_estimate_bytes(args, nrows=10**6) - task.memory_estimate_bytes(args, 0) == \
+    assert flags.memory_estimate_bytes(args, nrows=0) == pytest.approx(4 * base, rel=0.05)
+    assert flags.memory_estimate_bytes(args, nrows=10**6) - flags.memory_estimate_bytes(args, 0) == \
         4 * 10**6 * args.n_embeds * 4
     assert cli.machine_memory_bytes() > 2**30  # this machine reports its memory

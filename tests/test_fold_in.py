@@ -11,7 +11,7 @@ from batch_predict import fold_in as batch_fold_in
 from batch_predict.run import run as predict
 from predict_fixtures import predict_args
 from trainer import task
-from trainer.objective import Objective
+from factorization.objective import Objective
 from trainer_fixtures import random_matrix, train_args, write_preproc
 
 NUSERS, NITEMS, K = 30, 14, 4

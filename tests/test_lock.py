@@ -1,4 +1,4 @@
-"""One run per output folder (pipeline/lock.py): a flock on local disk, released by the kernel
+"""One run per output folder (stagekit/lock.py): a flock on local disk, released by the kernel
 when its holder dies however it dies; on Cloud Storage (a fake with its semantics: create only
 if absent, delete only at the generation read) a lease that is broken only when stale, by one
 breaker at a time."""
@@ -13,7 +13,7 @@ import textwrap
 
 import pytest
 
-from pipeline import lock
+from stagekit import lock
 from pipeline import run as driver
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -101,7 +101,7 @@ def test_gcs_two_runs_breaking_one_stale_lease_cannot_both_win():
 HOLD = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, {root!r})
-    from pipeline import lock
+    from stagekit import lock
     lease = lock.acquire(sys.argv[1], "holder-run")
     print("held", flush=True)
     time.sleep(60)

@@ -129,9 +129,17 @@ def test_the_pipeline_chains_dataflow_vertex_dataflow_each_waiting_for_the_last(
     task_id = {task["taskInfo"]["name"]: key for key, task in tasks.items()}
     after = {name: sorted(by_name_of(tasks, dep) for dep in task.get("dependentTasks", []))
              for name, task in by_name.items()}
-    assert after == {"plan-run": [], "preprocess": ["plan-run"], "wait-preprocess": ["preprocess"],
+    assert after == {"plan-run": [], "check-window": ["plan-run"],
+                     "preprocess": ["check-window", "plan-run"], "wait-preprocess": ["preprocess"],
                      "train": ["plan-run", "wait-preprocess"], "predict": ["plan-run", "train"],
                      "wait-predict": ["predict"]}
+    # the table check looks at the window the plan computed, in the table the preprocess reads
+    check = by_name["check-window"]["inputs"]["parameters"]
+    for side in ("start_date", "end_date"):
+        assert check[side]["taskOutputParameter"] == {"outputParameterKey": side,
+                                                      "producerTask": task_id["plan-run"]}
+    assert check["ga_table"] == {"componentInputParameter": "ga_table"}
+    assert check["ga_schema"] == {"componentInputParameter": "ga_schema"}
     for name in ("preprocess", "predict"):
         inputs = by_name[name]["inputs"]["parameters"]
         assert inputs["container_spec_gcs_path"] == {"componentInputParameter": "template_path"}
@@ -190,7 +198,11 @@ def test_the_docs_schedule_command_runs_as_written():
                             timeout=300, env=dict(os.environ, PROJECT="my-proj", REGION="europe-west1",
                                                   BUCKET="my-bucket"))
     assert result.returncode == 0, result.stderr[-2000:]
-    values = json.loads(result.stdout)["parameter_values"]
+    request = json.loads(result.stdout)
+    values = request["parameter_values"]
     assert values["ga_table"] == "my-proj.123456789.ga_sessions_*"
+    # the docs' schedule runs in the GA time zone, as its window does
+    assert values["ga_timezone"] == "America/Los_Angeles"
+    assert request["cron"] == "TZ=America/Los_Angeles 0 3 * * *"
     assert values["template_path"] == "gs://my-bucket/templates/ga-wals.json"
     assert values["output_root"] == "gs://my-bucket/ga-wals"

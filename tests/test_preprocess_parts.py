@@ -10,7 +10,9 @@ from apache_beam.options.pipeline_options import DirectOptions, StandardOptions,
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline import beam_runner, columnar, examples, preprocess
+from stagekit import beam_runner, columnar
+from pipeline.preprocess import examples
+from pipeline import preprocess
 from pipeline.sources import interactions, read, sql, textio
 from transforms import preprocessing as pp
 from tests.preprocess_fixtures import stage_args

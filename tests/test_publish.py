@@ -1,4 +1,4 @@
-"""The publish protocol (pipeline/publish.py) under a crash at every step, on local disk and on a
+"""The publish protocol (stagekit/publish.py) under a crash at every step, on local disk and on a
 fake object store with Cloud Storage's semantics (no rename: a folder "rename" is an
 object-by-object copy; listing shows every finished write).
 
@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from pipeline import publish
+from stagekit import publish
 
 MARKER = "metadata.json"
 OLD = {"preproc/a-00000": b"old a", "preproc/b-00000": b"old b",

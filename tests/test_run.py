@@ -15,7 +15,7 @@ import pytest
 
 from pipeline import run as driver
 from pipeline.cloud import vertex
-from pipeline.cli import add_shared_args
+from stagekit.cli import add_shared_args
 from test_run_fixtures import write_model, write_predictions, write_preproc
 
 DATAFLOW_FLAGS = ["--runner=DataflowRunner", "--project", "my-proj", "--region=europe-west1",
@@ -292,7 +292,7 @@ def _example(key: int, indices: list[int], values: list[float]) -> bytes:
 
 def test_shared_record_reader_keeps_shard_order_across_gzip_and_plain_shards(tmp_path):
     import tensorflow as tf
-    from pipeline import artifacts
+    from stagekit import artifacts
     rows = {0: ([1, 2], [0.5, 1.0]), 1: ([0], [0.25]), 2: ([], []), 3: ([2], [0.75])}
     for shard, (keys, gz) in enumerate((([0, 1], True), ([2], False), ([3], True))):
         name = f"{tmp_path}/items_for_user-{shard:05d}-of-00003" + (".gz" if gz else "")
@@ -311,7 +311,7 @@ def test_shared_record_reader_keeps_shard_order_across_gzip_and_plain_shards(tmp
 
 def test_shared_json_and_npy_helpers_round_trip_and_raise_the_callers_error(tmp_path):
     import numpy as np
-    from pipeline import artifacts
+    from stagekit import artifacts
     artifacts.write_json(f"{tmp_path}/a.json", {"b": 1, "a": [2.5]})
     assert artifacts.read_json(f"{tmp_path}/a.json") == {"a": [2.5], "b": 1}
     factors = np.arange(6, dtype=np.float32).reshape(3, 2)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tests.trainer_fixtures import example, write_preproc, write_records
-from trainer import input as wals_input
+from factorization import input as wals_input
 
 
 def batches_as_lists(dataset):

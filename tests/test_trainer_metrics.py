@@ -114,7 +114,7 @@ def test_fast_scorer_routes_rank_exactly_like_plain_scores():
 
 def test_long_evaluations_log_progress(monkeypatch, caplog):
     """A phase running past PROGRESS_SECONDS says how far it is (here: every block)."""
-    from pipeline import progress
+    from stagekit import progress
     monkeypatch.setattr(progress, "PROGRESS_SECONDS", 0.0)
     rng = np.random.default_rng(0)
     users, items = np.repeat(np.arange(50), 4), rng.integers(0, 30, 200)

@@ -9,7 +9,7 @@ import pytest
 
 from pipeline import run as driver
 from pipeline.cloud import vertex_tuning
-from trainer import metrics, search_space, task, tune
+from trainer import metrics, search_space, task, tune, tuned
 from trainer_fixtures import random_matrix, write_preproc
 
 NUSERS, NITEMS = 60, 25
@@ -192,7 +192,7 @@ def test_best_json_values_are_converted_and_dependents_of_an_explicit_parent_are
                                            "epochs": 3}}))
     args = task.build_parser().parse_args(["--input_dir", "p", "--output_dir", "m",
                                            "--reg_scaling", "none", "--regularization", "7"])
-    applied = tune.apply_tuning(args, {"input_dir", "output_dir", "reg_scaling"}, str(path))
+    applied = tuned.apply_tuning(args, {"input_dir", "output_dir", "reg_scaling"}, str(path))
     assert args.n_embeds == 16 and isinstance(args.n_embeds, int)
     assert args.reg_scaling == "none" and args.regularization == 7.0  # λ was tuned for frequency
     assert args.unobserved_weight == 0.1 and args.epochs == 3

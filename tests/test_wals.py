@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainer import wals
+from factorization import wals
 
 W0, LAMBDA, K = 0.1, 0.3, 4
 
@@ -226,7 +226,7 @@ def dense_row_solve_per_row(fixed, weight, ratings, row_lambda):
 @pytest.mark.parametrize("solver", SOLVERS, ids=["exact", "cg"])
 def test_per_row_regularization_matches_dense_closed_form(solver):
     """Frequency-scaled λ (Rendle et al.): λ_i = λ·(n_i + w0·n_other), each row its own λ."""
-    from trainer.objective import Objective
+    from factorization.objective import Objective
     observed, ratings, col_weight, users, items = dense_problem(seed=5)
     loss = Objective(regularization=0.02, unobserved_weight=W0, reg_scaling="frequency")
     user_lambda = loss.row_regularization(observed.sum(1), observed.shape[1])
@@ -249,7 +249,7 @@ def test_per_row_regularization_matches_dense_closed_form(solver):
 
 
 def test_objective_targets_and_weights():
-    from trainer.objective import Objective
+    from factorization.objective import Objective
     stored, item_weight = np.array([0.2, 0.5, 1.0], np.float32), np.array([1.0, 2.0, 0.5], np.float32)
     a, c = Objective(target_scale=3.0, target_cap=1.2).targets(stored, item_weight)
     np.testing.assert_allclose(a, [0.6, 1.2, 1.2]) and np.testing.assert_allclose(c, item_weight)

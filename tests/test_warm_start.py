@@ -5,7 +5,8 @@ import os
 import numpy as np
 import pytest
 
-from trainer import task, wals
+from trainer import task
+from factorization import wals
 from trainer_fixtures import random_matrix, train_args, write_preproc
 
 NUSERS, NITEMS, K = 24, 12, 3
@@ -40,7 +41,7 @@ def test_warm_start_maps_factors_by_original_id(tmp_path):
     preproc2, vocab_users, vocab_items = day_two(tmp_path, users, items, ratings)
     rows1 = np.load(os.path.join(model1, "row_factors.npy"))
     cols1 = np.load(os.path.join(model1, "col_factors.npy"))
-    from trainer import warm_start
+    from factorization import warm_start
     (rows, cols), record = warm_start.initial_factors(model1, vocab_users, vocab_items, K, 42, 1.0)
     fresh = wals.initial_factors(len(vocab_items), K, 42, 1).numpy()
     for position, visitor in enumerate(vocab_users):

@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from pipeline.progress import Progress
+from stagekit.progress import Progress
 
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]
@@ -66,9 +66,9 @@ def top_k_unseen(scores: np.ndarray | None, seen_rows: np.ndarray, seen_cols: np
                  k: int, buffer: np.ndarray | None = None, nrows: int | None = None,
                  ncols: int | None = None) -> np.ndarray:
     """Top-k columns per row best first (ties: lower column first), seen ones excluded; -1 where
-    fewer than k remain (trainer/ranking.py's exact chunked top-k). `buffer`: a reusable
+    fewer than k remain (factorization/ranking.py's exact chunked top-k). `buffer`: a reusable
     ranking.padded_scores buffer; scores=None: its first nrows rows already hold the scores."""
-    from trainer.ranking import CHUNK, padded_scores, top_k_rows  # TF: only when ranking
+    from factorization.ranking import CHUNK, padded_scores, top_k_rows  # TF: only when ranking
     if scores is not None:
         nrows, ncols = scores.shape
         if buffer is None or len(buffer) < nrows or buffer.shape[1] != -(-ncols // CHUNK) * CHUNK:
@@ -120,7 +120,7 @@ def evaluate(score_users: ScoreFn, train: tuple[np.ndarray, np.ndarray],
         eval_users = eval_users[np.linspace(0, eval_users.size - 1, max_users).astype(np.int64)]
     totals = {name: 0.0 for name in RANKING_METRICS}
     recommended_items = np.zeros(nitems, bool)
-    from trainer.ranking import padded_scores  # TensorFlow: only when ranking
+    from factorization.ranking import padded_scores  # TensorFlow: only when ranking
     buffer = padded_scores(min(block_size, max(eval_users.size, 1)), nitems)
     progress = Progress(f"eval[{label}]" if label else "eval", eval_users.size, "users")
     for begin in range(0, eval_users.size, block_size):

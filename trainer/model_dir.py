@@ -10,7 +10,7 @@ import time
 
 import tensorflow as tf
 
-from pipeline.artifacts import join, read_json, write_json
+from stagekit.artifacts import join, read_json, write_json
 
 LOG = logging.getLogger("trainer.task")
 RUN_CONFIG = "run_config.json"
@@ -21,7 +21,7 @@ def prepare_model_dir(model_dir: str, config: dict, overwrite: bool) -> tuple[st
 
     The model is trained where it can be resumed but not served: `work_dir` (a scratch folder
     beside model_dir named after the settings, so a killed run's rerun finds it and resumes), and
-    published over model_dir only when complete (pipeline/publish.py), keeping its SavedModel
+    published over model_dir only when complete (stagekit/publish.py), keeping its SavedModel
     versions. A model_dir already holding this very model (same settings and input, complete) is
     left as it is: rerunning a finished model is a no-op.
     """

@@ -18,14 +18,15 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 from tensorflow.python.framework import config as tf_config
 
-from pipeline import faults, publish
-from pipeline.artifacts import (VOCAB_ITEMS, VOCAB_USERS, absolute, join,
+from stagekit import faults, publish
+from stagekit.artifacts import (VOCAB_ITEMS, VOCAB_USERS, absolute, join,
                                 read_vocabulary, vocab_path, write_json, write_npy)
-from trainer import input as wals_input
-from trainer import metrics, wals, warm_start
-from trainer.fold_in import save_trained_items
+from factorization import input as wals_input
+from trainer import metrics
+from factorization import wals, warm_start
+from factorization.fold_in import save_trained_items
 from trainer.model_dir import finished_summary, prepare_model_dir
-from trainer.task import check_memory, hyperparameters
+from trainer.flags import check_memory, hyperparameters
 
 LOG = logging.getLogger("trainer.task")
 
@@ -97,7 +98,6 @@ def _run(args: argparse.Namespace, start: float) -> dict:
                                     "holding out the test share")
         write_json(join(model_dir, "metrics.json"), summary_metrics)
         if args.hypertune_metric:
-            from trainer.tune import report_hypertune
             report_hypertune(args, summary_metrics)
     if not held.any() or hyperparameters(args)["refit_full"]:
         phases["full"], (row_factors, col_factors) = train_phase(
@@ -256,3 +256,14 @@ def evaluate_model(row_factors: np.ndarray, col_factors: np.ndarray,
                                         matrix.nitems, k, label=name)
         result[name]["rmse"] = metrics.rmse(predict, *test_pairs, test_ratings)
     return result
+
+
+def report_hypertune(args: argparse.Namespace, summary_metrics: dict) -> None:
+    """The held-out metric, the way Vertex AI hyperparameter tuning reads it."""
+    import hypertune
+
+    tag = f"{args.hypertune_metric}_at_{args.top_k}"
+    value = summary_metrics["wals"][f"{args.hypertune_metric}@{args.top_k}"]
+    hypertune.HyperTune().report_hyperparameter_tuning_metric(
+        hyperparameter_metric_tag=tag, metric_value=value, global_step=args.epochs)
+    LOG.info("train: reported %s=%.6f to Vertex AI hyperparameter tuning", tag, value)

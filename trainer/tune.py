@@ -33,17 +33,17 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pipeline import cli, publish
-from pipeline.artifacts import exists, join, read_json, write_json
-from trainer import metrics, search_space, task
+from stagekit import cli, publish
+from stagekit.artifacts import exists, join, write_json
+from trainer import flags, metrics, search_space
+from trainer.tuned import TUNED_FLAGS  # noqa: F401 (what the stage tunes)
 
 if TYPE_CHECKING:
-    from trainer import input as wals_input  # TensorFlow: imported where the search runs
+    from factorization import input as wals_input  # TensorFlow: imported where the search runs
 
 LOG = logging.getLogger(__name__)
 BEST = "best.json"
 MAX_FOLDS = 10  # beyond, most users have too few interactions to appear in every fold
-TUNED_FLAGS = tuple(sorted({p.name for p in search_space.SPACE} | {"epochs"}))
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -76,12 +76,12 @@ def validate_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--n_embeds {args.n_embeds} is above --tune_max_k {args.tune_max_k}")
     cli.check_range(args, "tune_seconds", 0)
     cli.check_range(args, "tune_holdout", 0, 1, low_open=True, high_open=True)
-    task.validate_args(args)
+    flags.validate_args(args)
 
 
 def check_inputs(args: argparse.Namespace) -> None:
     """What the flags name must be there (the trainer's: --warm_start_from)."""
-    task.check_inputs(args)
+    flags.check_inputs(args)
 
 
 def splits(users: np.ndarray, args: argparse.Namespace) -> list[np.ndarray]:
@@ -110,7 +110,7 @@ def current_values(args: argparse.Namespace) -> dict:
 
 def run(args: argparse.Namespace) -> dict:
     """Runs the search on args.input_dir and publishes args.output_dir/best.json."""
-    from trainer import input as wals_input  # TensorFlow: only now
+    from factorization import input as wals_input  # TensorFlow: only now
 
     started = time.time()
     validate_args(args)
@@ -129,7 +129,7 @@ def without_test_split(matrix: wals_input.Interactions,
     metrics an honest test of the tuned model."""
     if not getattr(args, "eval_fraction", 0):
         return matrix
-    from trainer import input as wals_input
+    from factorization import input as wals_input
 
     keep = ~metrics.split_holdout(matrix.users, args.eval_fraction, args.seed)
     LOG.info("tune: searching on %d of %d interactions (the train stage's --eval_fraction %g "
@@ -142,7 +142,7 @@ def search(matrix: wals_input.Interactions, args: argparse.Namespace):
     """The Optuna study over `matrix` (in memory), run to --tune_trials / --tune_seconds."""
     import optuna
 
-    from trainer import wals
+    from factorization import wals
 
     held_masks = splits(matrix.users, args)
     metric = f"{args.tune_metric}@{args.top_k}"
@@ -224,7 +224,7 @@ def refuse_existing(args: argparse.Namespace) -> None:
 
 def publish_best(output_dir: str, result: dict, keep: tuple[str, ...] = ()) -> None:
     """Writes best.json (result, with its run_id) in a scratch folder beside output_dir and
-    publishes it whole (pipeline/publish.py); files under `keep` prefixes stay."""
+    publishes it whole (stagekit/publish.py); files under `keep` prefixes stay."""
     import tensorflow as tf
 
     parent = posixpath.dirname(output_dir.rstrip("/"))
@@ -274,83 +274,9 @@ def _publish(args, study, metric: str, matrix, metadata: dict, seconds: float) -
             "n_trials": len(trials), "seconds": round(seconds, 3)}
 
 
-def read_chosen(path: str) -> dict:
-    """best.json's "chosen" values, each checked and converted by the trainer flag's own type
-    and choices (a hand-edited or foreign file fails here, naming the value)."""
-    data = read_json(path, missing=lambda p: ValueError(f"--tuning_file {p}: no such file"))
-    chosen = data.get("chosen") if isinstance(data, dict) else None
-    if not isinstance(chosen, dict):
-        raise ValueError(f"{path}: not a tune result (no \"chosen\" object)")
-    unknown = sorted(set(chosen) - set(TUNED_FLAGS))
-    if unknown:
-        raise ValueError(f"{path}: {unknown} are not tuned trainer flags ({', '.join(TUNED_FLAGS)})")
-    actions = {a.dest: a for a in task.build_parser()._actions}
-    values = {}
-    for name, value in chosen.items():
-        action = actions[name]
-        if value is None and action.default is None:
-            values[name] = None
-            continue
-        if action.type is int and isinstance(value, float) and value.is_integer():
-            value = int(value)
-        try:
-            values[name] = action.type(str(value)) if action.type else str(value)
-        except (ValueError, argparse.ArgumentTypeError):
-            raise ValueError(f"{path}: {name}={value!r} is not a valid --{name}") from None
-        if action.choices and values[name] not in action.choices:
-            raise ValueError(f"{path}: {name}={value!r} is not one of {list(action.choices)}")
-    return values
-
-
-def apply_tuning(args: argparse.Namespace, explicit: set[str], path: str,
-                 quiet: bool = False) -> dict:
-    """Sets every tuned flag from best.json's "chosen" unless given explicitly; returns what
-    it set. A parameter that only means something under its parent's tuned value (λ's range per
-    --reg_scaling, the exponent of --col_weights log, ...) is not applied when that parent flag is
-    given explicitly with another value."""
-    chosen = read_chosen(path)
-    overridden = {name for name in explicit & set(chosen) if getattr(args, name) != chosen[name]}
-    dependent = {p.name for p in search_space.SPACE
-                 if p.when is not None and p.when[0] in overridden
-                 and chosen.get(p.when[0]) == p.when[1]}
-    applied = {name: value for name, value in chosen.items()
-               if name not in explicit and name not in dependent}
-    for name, value in applied.items():
-        setattr(args, name, value)
-    args.tuning_file = path
-    if quiet:
-        return applied
-    LOG.info("train: hyperparameters from %s: %s%s%s", path, applied,
-             f"; explicit flags kept: {sorted(explicit & set(chosen))}" if explicit & set(chosen) else "",
-             f"; not applied, tuned for another {sorted(overridden)}: {sorted(dependent)}"
-             if dependent else "")
-    _warn_if_stale(path, getattr(args, "input_dir", None))
-    return applied
-
-
-def _warn_if_stale(path: str, preproc_dir: str | None) -> None:
-    tuned_on = (read_json(path).get("input") or {}).get("preproc_run_id")
-    metadata = join(preproc_dir, "metadata.json") if preproc_dir else None
-    current = read_json(metadata).get("run_id") if metadata and exists(metadata) else None
-    if tuned_on and current and tuned_on != current:
-        LOG.warning("train: %s was tuned on another preprocess run (%s) than %s (%s); rerun the "
-                    "tune stage if the data changed much", path, tuned_on, preproc_dir, current)
-
-
-def report_hypertune(args: argparse.Namespace, summary_metrics: dict) -> None:
-    """The held-out metric, the way Vertex AI hyperparameter tuning reads it."""
-    import hypertune
-
-    tag = f"{args.hypertune_metric}_at_{args.top_k}"
-    value = summary_metrics["wals"][f"{args.hypertune_metric}@{args.top_k}"]
-    hypertune.HyperTune().report_hyperparameter_tuning_metric(
-        hyperparameter_metric_tag=tag, metric_value=value, global_step=args.epochs)
-    LOG.info("train: reported %s=%.6f to Vertex AI hyperparameter tuning", tag, value)
-
-
 def build_parser() -> argparse.ArgumentParser:
     def add_all(parser):
-        task.add_args(parser)
+        flags.add_args(parser)
         add_args(parser)
     return cli.stage_parser("python -m trainer.tune", __doc__.splitlines()[0],
                             {"--input_dir": "preproc dir (preprocess output).",

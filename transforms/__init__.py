@@ -1,1 +1,1 @@
-"""transforms package of the GA WALS recommendation pipeline."""
+"""The TF Transform side of preprocess and cooc: pure functions and schemas, no I/O."""

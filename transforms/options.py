@@ -1,6 +1,6 @@
 """The preprocessing_fn's settings the command line exposes (defaults and choices).
 
-Constants only, no TensorFlow: flag definitions (pipeline/preprocess.py) import them without
+Constants only, no TensorFlow: flag definitions (pipeline/preprocess/command.py) import them without
 paying for TF Transform; transforms/preprocessing.py uses the same names.
 """
 

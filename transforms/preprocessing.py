@@ -1,7 +1,7 @@
 """TF Transform preprocessing for WALS: vocabularies for users and items, a data-learned rating scale.
 
 Pure functions and constants only, no I/O (like TFT's census example): the Beam job in
-`pipeline/preprocess.py` feeds raw interaction rows {visitorId, contentId, value} and gets back
+`pipeline/preprocess/command.py` feeds raw interaction rows {visitorId, contentId, value} and gets back
 userId / itemId (positions in the vocabularies `vocab_users` / `vocab_items`) and rating:
 
     rating = min(scale * value / median(value), 1)

@@ -29,7 +29,7 @@ import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 from tensorflow_transform import analyzers as tft_analyzers
 
-from pipeline import columnar, textfile
+from stagekit import columnar, textfile
 
 DEFAULT_SHARDS = 8
 _TOKEN, _COUNT = "token", "count"

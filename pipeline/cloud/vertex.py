@@ -11,7 +11,7 @@ import argparse
 import logging
 import time
 
-from pipeline.artifacts import join, read_json
+from stagekit.artifacts import join, read_json
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +49,9 @@ def argv_for(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[
 
 def trainer_parser() -> argparse.ArgumentParser:
     """The parser of `python -m trainer.task`: --input_dir, --output_dir, shared flags, its own flags."""
-    from trainer import task
+    from trainer import flags
 
-    return task.build_parser()
+    return flags.build_parser()
 
 
 def build_custom_job_spec(train_args: argparse.Namespace, *, image: str, machine_type: str,

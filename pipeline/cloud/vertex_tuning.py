@@ -20,7 +20,7 @@ import logging
 import time
 import uuid
 
-from pipeline.artifacts import join
+from stagekit.artifacts import join
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from pipeline.cli import LOG_FORMAT
+from stagekit.cli import LOG_FORMAT
 
 log = logging.getLogger("pipeline.report")
 
@@ -16,7 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output_dir", default="output", help="Root of the run's artifacts.")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
-    from pipeline.artifacts import gfile
+    from stagekit.artifacts import gfile
     from pipeline.report.page import write_report
     from pipeline.report.run_data import collect_run
     from pipeline.report.summary import format_summary

@@ -11,7 +11,7 @@ import re
 
 import numpy as np
 
-from pipeline.artifacts import VOCAB_ITEMS, exists, join, read_npy, read_vocabulary, vocab_path
+from stagekit.artifacts import VOCAB_ITEMS, exists, join, read_npy, read_vocabulary, vocab_path
 from pipeline.report.run_data import epoch_losses, heldout_curve, sample_ratings
 
 PCA_MAX_POINTS = 5000   # items drawn in the scatter (all are used for the projection)

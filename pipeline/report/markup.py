@@ -4,7 +4,7 @@ from __future__ import annotations
 import html
 import uuid
 
-from pipeline.artifacts import gfile
+from stagekit.artifacts import gfile
 from pipeline.report.summary import fmt
 
 STYLE = (

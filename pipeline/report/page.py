@@ -8,7 +8,7 @@ import logging
 
 from pipeline.report.figures import figures
 from pipeline.report.markup import breakable, document, link, read_line, table, write_page
-from pipeline.artifacts import exists
+from stagekit.artifacts import exists
 from pipeline.report.run_data import PAGES, REPORT_TOP_ITEMS, collect_run, metrics_table, run_words
 from pipeline.report.similar_page import PAGE as SIMILAR_PAGE
 from pipeline.report.similar_page import render_similar_page, section_links
@@ -18,7 +18,7 @@ log = logging.getLogger("pipeline.report")
 
 READ = {  # "how to read this", one line per section
     "data": "What the run read: {users} and {items} are those with at least one interaction; "
-            "input rows = accepted + rejected, and every rejected row is kept with its reason "
+            "input rows ({rows}) = accepted + rejected, and every rejected row is kept with its reason "
             "in preproc/rejected-*. Ratings are the scaled interaction strengths the model saw.",
     "metrics": "Scores of the model trained without the held-out interactions, on those: the share "
                "of each {user}'s held-out {items} found in their top k (recall), how high they rank "
@@ -66,10 +66,10 @@ def flag_meanings() -> dict[str, str]:
     """The trainer flags' help texts ({dest: help}), the meaning column of the Model table."""
     import argparse
 
-    from pipeline import cli
-    from trainer import task
+    from stagekit import cli
+    from trainer import flags
     parser = argparse.ArgumentParser(add_help=False)
-    task.add_args(parser)
+    flags.add_args(parser)
     cli.add_shared_args(parser)
     meanings = {a.dest: a.help or "" for a in parser._actions}
     meanings["refit_full"] = ("True: the served model was retrained on all interactions after "
@@ -90,7 +90,7 @@ def render_html(run: dict, images: dict[str, str]) -> str:
     meta = run["metadata"]
     if meta:
         keys = ["nusers", "nitems", "interactions", "input_rows", "accepted_rows", "rejected_rows",
-                "source", "ga_preset"]
+                "source", "ga_schema", "ga_preset"]
         body = table(["", "value"], [[k, meta.get(k)] for k in keys if k in meta], ids=(1,))
         if meta.get("rejected_by_reason"):
             body += table(["reject reason", "rows"], sorted(meta["rejected_by_reason"].items()))

@@ -9,7 +9,7 @@ import json
 
 import numpy as np
 
-from pipeline.artifacts import (COOC, ITEMS_FOR_USER, MODEL, PREDICTIONS, PREPROC, TUNING,
+from stagekit.artifacts import (COOC, ITEMS_FOR_USER, MODEL, PREDICTIONS, PREPROC, TUNING,
                                 VOCAB_ITEMS, exists, gfile, head_lines, iter_lines, join,
                                 read_json, read_vocabulary, shards, sparse_row_batches, vocab_path)
 
@@ -162,16 +162,20 @@ def entity_words(metadata: dict | None) -> tuple[str, str]:
 
 
 def run_words(run: dict) -> dict[str, str]:
-    """The words the pages use for this run: user(s), item(s), what users do with items (seen)
-    and which phase trained the served model (phase)."""
+    """The words the pages use for this run: user(s), item(s), what users do with items (seen),
+    what an input row is (rows: GA4 events, GA sessions or rows) and which phase trained the
+    served model (phase)."""
     user, item = entity_words(run["metadata"])
     source = (run["metadata"] or {}).get("source")
     seen = "rated" if source == "interactions" else "viewed" if item == "product" else "read"
     served = (run["model"] or {}).get("served_phase", "full")
     phase = ("eval phase: trained without the held-out interactions" if served == "eval"
              else "full phase: trained on all interactions")
+    schema = (run["metadata"] or {}).get("ga_schema") or "ua"
+    rows = ("file rows" if source in (None, "interactions") else "GA4 events" if schema == "ga4"
+            else "GA sessions")
     return {"user": user, "users": user + "s", "item": item, "items": item + "s", "seen": seen,
-            "phase": phase}
+            "phase": phase, "rows": rows}
 
 
 def sample_ratings(preproc: str, max_records: int = RATING_SAMPLE_RECORDS) -> tuple[np.ndarray, int]:

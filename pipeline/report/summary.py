@@ -1,8 +1,8 @@
 """The short plain-text summary that pipeline.run prints at the end of a run."""
 from __future__ import annotations
 
-from pipeline.artifacts import exists
-from pipeline.report.run_data import PAGES, entity_words, epoch_losses, metrics_table
+from stagekit.artifacts import exists
+from pipeline.report.run_data import PAGES, entity_words, epoch_losses, metrics_table, run_words
 
 
 def fmt(value) -> str:
@@ -21,7 +21,7 @@ def format_summary(run: dict, seconds: dict | None = None) -> str:
     if meta:
         lines.append(f"data: {meta['nusers']} {user}s x {meta['nitems']} {item}s, "
                      f"{meta.get('interactions', '?')} interactions from {meta.get('input_rows', '?')} "
-                     f"input rows ({meta.get('rejected_rows', 0)} rejected"
+                     f"input rows ({run_words(run)['rows']}; {meta.get('rejected_rows', 0)} rejected"
                      + (f": {meta['rejected_by_reason']}" if meta.get("rejected_by_reason") else "") + ")")
         rating = meta.get("rating") or {}
         if rating:

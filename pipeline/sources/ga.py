@@ -36,6 +36,7 @@ from collections.abc import Iterable
 from typing import Any
 
 PRESETS = ("news", "ecommerce")
+SCHEMAS = ("ua", "ga4")  # --ga_schema: Universal Analytics ga_sessions_*, GA4 events_* (ga4.py)
 DEFAULT_CONTENT_DIMENSION = 10
 SESSION_KEY_SEPARATOR = "\x1f"  # visitor + it + visitId: split at the last one (visitId: digits)
 DEFAULT_PURCHASE_WEIGHT = 5.0
@@ -126,7 +127,7 @@ def session_interactions(session: Any, preset: str = "news", *,
         raise RejectedRow("not_an_object", f"got {type(session).__name__}")
     visitor_id = _visitor_id(session)
     # visitId is not used here, but the SQL partitions sessions by it: keep both paths equal.
-    visit_id = _as_int(session.get("visitId"), "missing_visit_id", "visitId")
+    visit_id = as_int(session.get("visitId"), "missing_visit_id", "visitId")
     if session_key:
         visitor_id = f"{visitor_id}{SESSION_KEY_SEPARATOR}{visit_id}"
     hits = _hits(session)
@@ -154,8 +155,8 @@ def _time_on_page_ms(hits: list, content_dimension: int, max_ms: int) -> dict[st
     for hit in hits:
         if hit.get("type") != "PAGE":
             continue
-        time_ms = _as_int(hit.get("time"), "non_numeric_time", "hits.time")
-        hit_number = _as_int(hit.get("hitNumber"), "non_numeric_hit_number", "hits.hitNumber")
+        time_ms = as_int(hit.get("time"), "non_numeric_time", "hits.time")
+        hit_number = as_int(hit.get("hitNumber"), "non_numeric_hit_number", "hits.hitNumber")
         pages.append((time_ms, hit_number, _content_id(hit, content_dimension)))
     hit_numbers = [hit_number for _, hit_number, _ in pages]
     if len(set(hit_numbers)) != len(hit_numbers):
@@ -182,7 +183,7 @@ def _content_id(hit: dict, content_dimension: int) -> str | None:
     for dimension in dimensions:
         if not isinstance(dimension, dict):
             raise RejectedRow("malformed_hit", "hits.customDimensions entry is not an object")
-        index = _as_int(dimension.get("index"), "malformed_hit", "hits.customDimensions.index")
+        index = as_int(dimension.get("index"), "malformed_hit", "hits.customDimensions.index")
         if index == content_dimension:
             return _non_empty_id(dimension.get("value"), "hits.customDimensions.value")
     return None
@@ -252,7 +253,7 @@ def _hits(session: dict) -> list[dict]:
     return hits
 
 
-def _as_int(value: Any, reason: str, field: str) -> int:
+def as_int(value: Any, reason: str, field: str) -> int:
     """INT64 as BigQuery exports it: a JSON integer or a string of digits."""
     if isinstance(value, bool):
         raise RejectedRow(reason, f"{field} is a boolean")

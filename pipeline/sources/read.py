@@ -18,7 +18,7 @@ from typing import Callable, Iterable, NamedTuple
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from pipeline.sources import ga
+from pipeline.sources import ga, ga4
 from pipeline.sources.interactions import InteractionsParser, read_interactions_header
 from pipeline.sources.rows import MAX_VALUE, ParsedBatch, bad_id_reason, triples_batch
 from pipeline.sources.textio import ReadLineBatches
@@ -87,41 +87,52 @@ class _ParseBatches(beam.PTransform):
 
 # --- ga_export ----------------------------------------------------------------------------------
 
-class _GaSessionParser:
-    """Picklable batch parser for NDJSON GA360 session lines."""
+class _GaExportParser:
+    """Picklable batch parser for NDJSON GA export lines: UA sessions (`ga.session_interactions`)
+    or GA4 events (`ga4.event_interactions`), one row a line."""
 
-    def __init__(self, preset: str, content_dimension: int, purchase_weight: float,
-                 session_key: bool = False):
-        self._options = dict(preset=preset, content_dimension=content_dimension,
-                             purchase_weight=purchase_weight, session_key=session_key)
+    def __init__(self, schema: str, options: dict):
+        self._interactions = ga4.event_interactions if schema == "ga4" else ga.session_interactions
+        self._options = options
 
     def __call__(self, lines: list[bytes]) -> ParsedBatch:
         triples, rejects = [], []
         lines = [line for line in lines if line.strip()]  # blank lines are not rows in NDJSON
         for line in lines:
-            try:  # ga checks ids too (blank, separators): the same reasons as the other sources
-                triples += ga.session_interactions(ga.parse_session_line(line), **self._options)
+            try:  # both check ids too (blank, separators): the same reasons as the other sources
+                triples += self._interactions(ga.parse_session_line(line), **self._options)
             except ga.RejectedRow as rejected:
                 rejects.append((line, rejected.reason))
         return ParsedBatch(triples_batch(triples), rejects, len(lines))
 
 
 class ReadGaExport(beam.PTransform):
-    """NDJSON GA360 session files (`bq extract` format, .gz too) -> SourceOutput."""
+    """NDJSON GA export files (`bq extract` format, .gz too) -> SourceOutput: UA ga_sessions_*
+    rows (schema "ua") or GA4 events_* rows (schema "ga4")."""
 
-    def __init__(self, file_pattern: str, preset: str = "news", *,
+    def __init__(self, file_pattern: str, preset: str = "news", *, schema: str = "ua",
                  content_dimension: int = ga.DEFAULT_CONTENT_DIMENSION,
-                 purchase_weight: float = ga.DEFAULT_PURCHASE_WEIGHT, session_key: bool = False):
+                 purchase_weight: float = ga.DEFAULT_PURCHASE_WEIGHT, session_key: bool = False,
+                 ga4_visitor: str = "user_pseudo_id",
+                 ga4_content_param: str = ga4.DEFAULT_CONTENT_PARAM):
         super().__init__()
         if preset not in ga.PRESETS:
             raise ValueError(f"unknown --ga_preset {preset!r}; expected one of {ga.PRESETS}")
+        if schema not in ga.SCHEMAS:
+            raise ValueError(f"unknown --ga_schema {schema!r}; expected one of {ga.SCHEMAS}")
+        options = dict(preset=preset, purchase_weight=purchase_weight, session_key=session_key)
+        if schema == "ga4":
+            options.update(visitor=ga4_visitor, content_param=ga4_content_param)
+        else:
+            options.update(content_dimension=content_dimension)
         self._file_pattern = file_pattern
-        self._parser = _GaSessionParser(preset, content_dimension, purchase_weight, session_key)
+        self._parser = _GaExportParser(schema, options)
+        self._label = "ParseEvents" if schema == "ga4" else "ParseSessions"
 
     def expand(self, pipeline):
         return (pipeline
                 | "ReadLines" >> ReadLineBatches(self._file_pattern)
-                | "ParseSessions" >> _ParseBatches(self._parser, "ga_export"))
+                | self._label >> _ParseBatches(self._parser, "ga_export"))
 
 
 # --- interactions -------------------------------------------------------------------------------
@@ -202,8 +213,12 @@ def source_transform(args, session_key: bool = False) -> beam.PTransform:
     if session_key and args.source == "interactions":
         raise ValueError("session keys come from GA sessions (--source ga_export or bigquery)")
     if args.source == "ga_export":
-        return ReadGaExport(args.input, args.ga_preset, content_dimension=args.content_dimension,
-                            purchase_weight=args.purchase_weight, session_key=session_key)
+        return ReadGaExport(args.input, args.ga_preset, schema=getattr(args, "ga_schema", "ua"),
+                            content_dimension=args.content_dimension,
+                            purchase_weight=args.purchase_weight, session_key=session_key,
+                            ga4_visitor=getattr(args, "ga4_visitor", "user_pseudo_id"),
+                            ga4_content_param=getattr(args, "ga4_content_param",
+                                                      ga4.DEFAULT_CONTENT_PARAM))
     if args.source == "interactions":
         return ReadInteractions(args.input)
     if args.source == "bigquery":

@@ -20,60 +20,18 @@ starts.
 """
 from __future__ import annotations
 
-import datetime
 import math
-import re
 
+from pipeline.sources import ga4
 from pipeline.sources.ga import (DEFAULT_CONTENT_DIMENSION, DEFAULT_MAX_TIME_ON_PAGE_MS,
-                         DEFAULT_PURCHASE_WEIGHT, ID_SEPARATORS, PRESETS, re2_class)
+                                 DEFAULT_PURCHASE_WEIGHT, ID_SEPARATORS, PRESETS, re2_class)
+from stagekit.bigquery_names import validate_date, validate_table  # noqa: F401 (checked here)
 
-# project: 6-30 chars, lowercase letters/digits/hyphens, optional legacy "domain.com:" prefix;
-# dataset: letters/digits/underscores (GA360 export datasets are numeric view ids); table: letters/digits/underscores/hyphens, optional `*`.
-PROJECT_PATTERN = r"(?:[a-z][a-z0-9.-]{0,62}:)?[a-z][a-z0-9-]{4,28}[a-z0-9]"
-DATASET_PATTERN = r"[A-Za-z0-9_]{1,1024}"
-_TABLE_RE = re.compile(
-    PROJECT_PATTERN + r"\." + DATASET_PATTERN
-    + r"\.(?:[A-Za-z0-9_][A-Za-z0-9_-]{0,1023}\*?|\*)")
-_DATASET_RE = re.compile(f"(?P<project>{PROJECT_PATTERN})\\.(?P<dataset>{DATASET_PATTERN})")
-_DATE_RE = re.compile(r"\d{8}")
 MAX_CUSTOM_DIMENSION = 200  # GA360 has custom dimensions 1..200
 # Ids that would break the prediction files (pipeline.sources.ga.ID_SEPARATORS): the session is dropped,
 # as pipeline.sources.ga rejects it.
 _BAD_IDS = (f"REGEXP_CONTAINS(contentId, r'{re2_class(ID_SEPARATORS['item_id'])}') "
             f"OR REGEXP_CONTAINS(visitorId, r'{re2_class(ID_SEPARATORS['user_id'])}')")
-
-
-def validate_table(table: str) -> str:
-    """Returns `table` if it is a plain `project.dataset.table` (trailing `*` allowed), else ValueError."""
-    if not isinstance(table, str) or not _TABLE_RE.fullmatch(table):
-        raise ValueError(
-            f"invalid BigQuery table {table!r}: expected project.dataset.table, e.g. "
-            "my-project.my_dataset.ga_sessions_* (project: lowercase letters, digits, hyphens; "
-            "dataset: letters, digits, underscores; table: letters, digits, underscores, "
-            "hyphens, optional trailing *; no quotes, spaces or other characters)")
-    return table
-
-
-def validate_dataset(dataset: str) -> str:
-    """Returns `dataset` if it is a plain `project.dataset` (the rules of validate_table), else
-    ValueError: the output dataset of --bigquery_dataset."""
-    if not isinstance(dataset, str) or not _DATASET_RE.fullmatch(dataset):
-        raise ValueError(
-            f"invalid BigQuery dataset {dataset!r}: expected project.dataset, e.g. "
-            "my-project.recommendations (project: lowercase letters, digits, hyphens; "
-            "dataset: letters, digits, underscores; no quotes, spaces, table or other characters)")
-    return dataset
-
-
-def validate_date(date: str, flag: str = "date") -> str:
-    """Returns a YYYYMMDD string that is a real calendar date, else ValueError."""
-    if not isinstance(date, str) or not _DATE_RE.fullmatch(date):
-        raise ValueError(f"invalid {flag} {date!r}: expected YYYYMMDD, e.g. 20240131")
-    try:
-        datetime.datetime.strptime(date, "%Y%m%d")
-    except ValueError:
-        raise ValueError(f"invalid {flag} {date!r}: not a calendar date") from None
-    return date
 
 
 def build_query(preset: str, table: str, *, content_dimension: int = DEFAULT_CONTENT_DIMENSION,
@@ -100,10 +58,7 @@ def build_query(preset: str, table: str, *, content_dimension: int = DEFAULT_CON
                                         MAX_CUSTOM_DIMENSION),
                            _checked_int(max_time_on_page_ms, "max_time_on_page_ms", 1, 10**12),
                            _group_key(session_key))
-    if not (isinstance(purchase_weight, (int, float)) and not isinstance(purchase_weight, bool)
-            and math.isfinite(purchase_weight) and purchase_weight >= 0):
-        raise ValueError(f"purchase_weight must be a finite number >= 0, got {purchase_weight!r}")
-    return _ecommerce_query(table, " AND ".join(where), float(purchase_weight),
+    return _ecommerce_query(table, " AND ".join(where), _checked_weight(purchase_weight),
                             _group_key(session_key))
 
 
@@ -113,11 +68,19 @@ def _group_key(session_key: bool) -> str:
 
 
 def query_for(args, session_key: bool = False) -> str:
-    """The query of `--source bigquery` for the preprocess stage's flags (--table, --ga_preset,
-    --start_date, --end_date and the preset's options), every one checked: a bad one raises a
-    ValueError naming it. No I/O, no Beam: the driver runs it among its up-front flag checks."""
+    """The query of `--source bigquery` for the source flags (--table, --ga_schema, --ga_preset,
+    --start_date, --end_date and the preset's and schema's options), every one checked: a bad one
+    raises a ValueError naming it. No I/O, no Beam: the driver runs it among its up-front flag
+    checks, and --print_query prints it."""
+    schema = getattr(args, "ga_schema", "ua")
     if not args.table:
-        raise ValueError("--source bigquery needs --table, e.g. project.dataset.ga_sessions_*")
+        example = "analytics_123456789.events_*" if schema == "ga4" else "123456789.ga_sessions_*"
+        raise ValueError(f"--source bigquery needs --table, e.g. my-project.{example}")
+    if schema == "ga4":
+        return build_ga4_query(args.ga_preset, args.table, visitor=args.ga4_visitor,
+                               content_param=args.ga4_content_param, start_date=args.start_date,
+                               end_date=args.end_date, purchase_weight=args.purchase_weight,
+                               session_key=session_key)
     return build_query(args.ga_preset, validate_table(args.table),
                        content_dimension=args.content_dimension, start_date=args.start_date,
                        end_date=args.end_date, purchase_weight=args.purchase_weight,
@@ -139,6 +102,13 @@ def _date_filter(table: str, start_date: str | None, end_date: str | None) -> li
     if start_date is not None and end_date is not None and start_date > end_date:
         raise ValueError(f"start_date {start_date} is after end_date {end_date}")
     return conditions
+
+
+def _checked_weight(purchase_weight: float) -> float:
+    if not (isinstance(purchase_weight, (int, float)) and not isinstance(purchase_weight, bool)
+            and math.isfinite(purchase_weight) and purchase_weight >= 0):
+        raise ValueError(f"purchase_weight must be a finite number >= 0, got {purchase_weight!r}")
+    return float(purchase_weight)
 
 
 def _checked_int(value: int, name: str, low: int, high: int) -> int:
@@ -223,6 +193,114 @@ HAVING SUM(score) > 0
 """
 
 
+# --- GA4 (events_*) -----------------------------------------------------------------------------
+
+def validate_ga4_table(table: str) -> str:
+    """A GA4 export table: `project.analytics_NNN.events_*` or one day's `...events_YYYYMMDD`
+    (the intraday tables are never read: GA4 replaces them with the daily table)."""
+    table = validate_table(table)
+    name = table.rsplit(".", 1)[1]
+    if not (name == "events_*" or (name.startswith("events_") and name[7:].isdigit()
+                                   and len(name) == 15)):
+        raise ValueError(f"--ga_schema ga4 reads the GA4 export's daily tables: --table "
+                         f"project.analytics_NNN.events_* or ...events_YYYYMMDD, got {table!r} "
+                         "(events_intraday_* tables are never read)")
+    return table
+
+
+def build_ga4_query(preset: str, table: str, *, visitor: str = "user_pseudo_id",
+                    content_param: str = ga4.DEFAULT_CONTENT_PARAM,
+                    start_date: str | None = None, end_date: str | None = None,
+                    purchase_weight: float = DEFAULT_PURCHASE_WEIGHT,
+                    session_key: bool = False) -> str:
+    """Standard SQL over GA4 events giving columns visitorId, contentId, value (FLOAT64 > 0),
+    exactly what pipeline.sources.ga4 gives on the same events (session_key: visitorId is the
+    visitor + CHR(31) + the ga_session_id parameter, events without one left out)."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown GA preset {preset!r}; expected one of {PRESETS}")
+    if visitor not in ga4.VISITORS:
+        raise ValueError(f"unknown --ga4_visitor {visitor!r}; expected one of {ga4.VISITORS}")
+    table = validate_ga4_table(table)
+    where = ["e.user_pseudo_id IS NOT NULL", "TRIM(e.user_pseudo_id) != ''"]
+    if table.endswith("*"):  # daily tables only: the intraday ones' suffix starts with a letter
+        where.append("REGEXP_CONTAINS(_TABLE_SUFFIX, r'^[0-9]{8}$')")
+    where += _date_filter(table, start_date, end_date)
+    visitor_id = ("CASE WHEN e.user_id IS NOT NULL AND TRIM(e.user_id) != '' THEN e.user_id "
+                  "ELSE e.user_pseudo_id END" if visitor == "user_id" else "e.user_pseudo_id")
+    session = (f"{_ga4_param(ga4.SESSION_PARAM, 'p.value.int_value')} AS session_id,"
+               if session_key else "")
+    key = ("CONCAT(visitorId, CHR(31), CAST(session_id AS STRING))" if session_key
+           else "visitorId")
+    in_session = "session_id IS NOT NULL AND " if session_key else ""
+    if preset == "news":
+        return _ga4_news_query(table, " AND ".join(where), visitor_id, session, key, in_session,
+                               ga4.check_param_name(content_param))
+    return _ga4_ecommerce_query(table, " AND ".join(where), visitor_id, session, key, in_session,
+                                _checked_weight(purchase_weight))
+
+
+def _ga4_param(key: str, expression: str) -> str:
+    """`expression` of the first event parameter named `key` (NULL when there is none)."""
+    return (f"(SELECT {expression} FROM UNNEST(e.event_params) AS p WITH OFFSET AS p_pos "
+            f"WHERE p.key = '{key}' ORDER BY p_pos LIMIT 1)")
+
+
+def _ga4_news_query(table: str, where: str, visitor_id: str, session: str, key: str,
+                    in_session: str, content_param: str) -> str:
+    content = _ga4_param(content_param, "COALESCE(p.value.string_value, "
+                                        "CAST(p.value.int_value AS STRING))")
+    engagement = ga4.ENGAGEMENT_PARAM
+    return f"""\
+WITH events AS (
+  SELECT
+    {visitor_id} AS visitorId,
+    {session}
+    -- the page: query string and fragment cut off
+    REGEXP_EXTRACT({content}, r'^[^?#]*') AS contentId,
+    {_ga4_param(engagement, "COALESCE(CAST(p.value.int_value AS FLOAT64), p.value.double_value, "
+                            "p.value.float_value)")} AS engagement_ms,
+    -- a string where the time should be: pipeline.sources.ga4 rejects the event
+    COALESCE({_ga4_param(engagement, "p.value.string_value IS NOT NULL AND p.value.int_value IS "
+                                     "NULL AND p.value.double_value IS NULL AND "
+                                     "p.value.float_value IS NULL")}, FALSE) AS non_numeric_engagement
+  FROM `{table}` AS e
+  WHERE {where}
+)
+SELECT {key} AS visitorId, contentId, CAST(SUM(engagement_ms) AS FLOAT64) AS value
+FROM events
+WHERE {in_session}contentId != '' AND engagement_ms > 0 AND NOT non_numeric_engagement
+  AND NOT ({_BAD_IDS})
+GROUP BY 1, contentId
+HAVING SUM(engagement_ms) > 0
+"""
+
+
+def _ga4_ecommerce_query(table: str, where: str, visitor_id: str, session: str, key: str,
+                         in_session: str, purchase_weight: float) -> str:
+    bad_item = re2_class(ID_SEPARATORS["item_id"])
+    bad_user = re2_class(ID_SEPARATORS["user_id"])
+    return f"""\
+WITH item_events AS (
+  SELECT
+    {visitor_id} AS visitorId,
+    {session}
+    e.items AS items,
+    CASE WHEN e.event_name = 'view_item' THEN 1.0 ELSE {purchase_weight!r} END AS score,
+    -- an item id holding a separator: pipeline.sources.ga4 rejects the whole event
+    EXISTS(SELECT 1 FROM UNNEST(e.items) AS i
+           WHERE REGEXP_CONTAINS(i.item_id, r'{bad_item}')) AS rejected
+  FROM `{table}` AS e
+  WHERE {where} AND e.event_name IN ('view_item', 'purchase')
+)
+SELECT {key} AS visitorId, i.item_id AS contentId, CAST(SUM(score) AS FLOAT64) AS value
+FROM item_events AS ev, UNNEST(ev.items) AS i
+WHERE {in_session}NOT ev.rejected AND NOT REGEXP_CONTAINS(visitorId, r'{bad_user}')
+  AND i.item_id IS NOT NULL AND TRIM(i.item_id) != ''
+GROUP BY 1, contentId
+HAVING SUM(score) > 0
+"""
+
+
 def check_bigquery_ready(options) -> None:
     """Fails fast, before anything runs, on what ReadFromBigQuery would otherwise hit later
     (a query job needs credentials and a billing project; its result is exported through Cloud
@@ -231,7 +309,7 @@ def check_bigquery_ready(options) -> None:
     import google.auth
     from apache_beam.options.pipeline_options import GoogleCloudOptions
 
-    from pipeline import beam_runner
+    from stagekit import beam_runner
     gcp = options.view_as(GoogleCloudOptions)
     if beam_runner.is_local(options) and not (gcp.temp_location or "").startswith("gs://"):
         raise ValueError("--source bigquery exports the query result through Cloud Storage: pass "

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     import tensorflow as tf
 
 PREPROC, TUNING, MODEL, PREDICTIONS = "preproc", "tuning", "model", "predictions"
-COOC = "cooc"  # the co-occurrence stage's folder (pipeline/cooc.py)
+COOC = "cooc"  # the co-occurrence stage's folder (pipeline/cooc/)
 STAGE_ORDER = ("preprocess", "cooc", "tune", "train", "predict")
 PRODUCER = {PREPROC: "preprocess", TUNING: "tune", MODEL: "train", PREDICTIONS: "predict"}
 ITEMS_FOR_USER, USERS_FOR_ITEM = "items_for_user", "users_for_item"  # one record per user / item

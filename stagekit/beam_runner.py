@@ -19,7 +19,7 @@ Facts measured with Beam 2.77 on this machine (see issue 2):
   hands the same bytes over chunk by chunk instead (chunks always end between elements, as the
   buffers hold them), with one copy each.
 - Pipelines have died with SIGSEGV at interpreter exit after writing complete outputs, so the
-  command-line entry points end with `pipeline.cli.exit_process` (flush, then os._exit).
+  command-line entry points end with `stagekit.cli.exit_process` (flush, then os._exit).
 Any explicit --runner (DirectRunner, DataflowRunner, ...) and its flags are passed through untouched.
 """
 from __future__ import annotations

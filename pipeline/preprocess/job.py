@@ -1,4 +1,4 @@
-"""The preprocess stage's Beam + TF Transform job (pipeline/preprocess.py is its command line).
+"""The preprocess stage's Beam + TF Transform job (pipeline/preprocess/command.py is its command line).
 
     read source -> (row batches, rejects, counts)
       -> sum value per (visitorId, contentId), drop sums <= 0
@@ -29,9 +29,10 @@ from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 from tfx_bsl.public import tfxio
 from tfx_bsl.tfxio import tensor_representation_util
 
-from pipeline import artifacts, beam_runner, columnar, examples, lock
-from pipeline.preprocess import PreprocessError
-from pipeline.preprocess_finish import REFUSED, FinishPreprocess, make_plan
+from stagekit import artifacts, beam_runner, columnar, lock
+from pipeline.preprocess import examples
+from pipeline.preprocess.errors import PreprocessError
+from pipeline.preprocess.finish import REFUSED, FinishPreprocess, make_plan
 from pipeline.sources import sql
 from pipeline.sources.read import merge_stats, source_transform
 from transforms import preprocessing as pp

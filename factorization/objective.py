@@ -2,7 +2,7 @@
 
 The stored rating r_ij (preprocess: min(0.3 · value / median, 1)) becomes a target a_ij and an
 observed weight c_ij (the solver minimises Σ_O (w0 + c_ij)(a_ij − u_i·v_j)² + w0 Σ_∉O (u_i·v_j)²
-+ Σ_i λ_i‖u_i‖² + Σ_j λ_j‖v_j‖², trainer/wals.py):
++ Σ_i λ_i‖u_i‖² + Σ_j λ_j‖v_j‖², factorization/wals.py):
 
     rating_target "rating": a_ij = min(s · r_ij, cap),  c_ij = c_j
     rating_target "binary": a_ij = 1,                   c_ij = c_j · s · r_ij
@@ -22,7 +22,7 @@ import dataclasses
 
 import numpy as np
 
-SOLVERS = ("exact", "cg")  # trainer/wals.py's row solvers (named here: no TensorFlow)
+SOLVERS = ("exact", "cg")  # factorization/wals.py's row solvers (named here: no TensorFlow)
 BATCH_REFERENCE_K = 128  # --batch_size / --batch_entries are per solve at this k (wals.py)
 
 

@@ -6,7 +6,7 @@ factors V [nitems, k]:
     L = Σ_(i,j)∈O (w0 + c_ij)(a_ij − u_i·v_j)²  +  w0 Σ_(i,j)∉O (u_i·v_j)²
         +  Σ_i λ_i‖u_i‖² + Σ_j λ_j‖v_j‖²
 
-w0 = unobserved_weight, c_ij the observed weight and a_ij the target (trainer/objective.py
+w0 = unobserved_weight, c_ij the observed weight and a_ij the target (factorization/objective.py
 derives both from the stored ratings), λ_i = λ = regularization, or scaled per row by its
 frequency. Writing the unobserved sum as "all pairs minus observed ones", with V fixed every
 row u_i has the exact minimiser (the Gramian trick):
@@ -57,7 +57,7 @@ import functools
 import numpy as np
 import tensorflow as tf
 
-from trainer.objective import (COL_WEIGHT_SCHEMES, SOLVERS, Objective,  # noqa: F401
+from factorization.objective import (COL_WEIGHT_SCHEMES, SOLVERS, Objective,  # noqa: F401
                                batch_scale, column_weights)
 
 PARALLEL_BATCHES = 8
@@ -331,7 +331,7 @@ class WALS:
                  cg_steps: int = 3, row_regularization: tuple | None = None,
                  init_scale: float = 1.0, initial: tuple | None = None):
         """row_regularization: (λ per user, λ per item) replacing `regularization` (frequency
-        scaling, trainer/objective.py). initial: (row factors, col factors) to start from (warm
+        scaling, factorization/objective.py). initial: (row factors, col factors) to start from (warm
         start) instead of zeros and seeded N(0, (init_scale/√k)²) item factors."""
         if solver not in SOLVERS:
             raise ValueError(f"unknown solver {solver!r}; expected one of {SOLVERS}")

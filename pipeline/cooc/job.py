@@ -22,15 +22,18 @@ import uuid
 
 import apache_beam as beam
 
-from pipeline import artifacts, beam_runner, lock, publish
-from pipeline.preprocess import PreprocessError
-from pipeline.preprocess_finish import check_counts
-from pipeline.sources import sql
+from stagekit import artifacts, beam_runner, lock, publish
+from pipeline.sources import counts, sql
 from pipeline.sources.read import merge_stats, source_transform
 from pipeline.sources.rows import ROW_SCHEMA
 from transforms import cooccurrence
 
 LOG = logging.getLogger("pipeline.cooc")
+
+
+class CoocError(counts.InputRefused):
+    """The stage refused or failed for a reason the message explains (exit code 1)."""
+
 
 _GROUP, _ITEM, _VALUE = (field.name for field in ROW_SCHEMA)
 
@@ -181,8 +184,8 @@ def finish_stage(_, plan: dict, stats: dict, groups: int, pairs: int, listed: in
         publish.remove_tree(plan["scratch"])
         return
     try:
-        check_counts(plan, {**stats, "rated_rows": groups})
-    except PreprocessError as refusal:
+        counts.check_counts(plan, {**stats, "rated_rows": groups}, "cooc")
+    except counts.InputRefused as refusal:
         artifacts.write_json(artifacts.join(plan["scratch"], publish.REFUSED), {"error": str(refusal)})
         raise
     manifest = {"run_id": plan["run_id"], "source": plan["source"], "input": plan["input"],
@@ -208,9 +211,9 @@ EMBEDDINGS = "pmi_item_embeddings.json"
 
 
 def write_embeddings(plan: dict, item_ids: list, scored: list) -> None:
-    """The PMI matrix factorised by WALS (trainer/pmi_embeddings.py), as JSON lines."""
-    from batch_predict.outputs import write_embeddings as write_json_lines
-    from trainer.pmi_embeddings import pmi_embeddings  # TensorFlow: on this worker only
+    """The PMI matrix factorised by WALS (factorization/pmi_embeddings.py), as JSON lines."""
+    from stagekit.textfile import write_embeddings as write_json_lines
+    from factorization.pmi_embeddings import pmi_embeddings  # TensorFlow: on this worker only
     ids, factors, _ = pmi_embeddings(item_ids, scored, plan["settings"]["embedding_dim"],
                                      plan["seed"])
     write_json_lines(artifacts.join(plan["staging"], EMBEDDINGS),
@@ -226,7 +229,7 @@ def run(args, beam_argv: list[str]) -> dict:
     if args.source == "bigquery":
         sql.check_bigquery_ready(options)
     if artifacts.exists(final) and artifacts.gfile().listdir(final) and not args.overwrite:
-        raise PreprocessError(f"{final} is not empty; pass --overwrite to replace it (only once "
+        raise CoocError(f"{final} is not empty; pass --overwrite to replace it (only once "
                               "the new output is complete) or choose another --output_dir")
     plan = make_plan(args, final)
     launched = beam_runner.is_template_launch(options)
@@ -245,13 +248,13 @@ def run(args, beam_argv: list[str]) -> dict:
     except BaseException:
         refusal = artifacts.join(plan["scratch"], publish.REFUSED)
         if artifacts.exists(refusal):  # refused in the pipeline: keep the rejects for the user
-            raise PreprocessError(artifacts.read_json(refusal)["error"]) from None
+            raise CoocError(artifacts.read_json(refusal)["error"]) from None
         if artifacts.exists(plan["scratch"]):
             publish.remove_tree(plan["scratch"])
         raise
     manifest = artifacts.read_json(artifacts.join(final, MARKER))
     if manifest.get("run_id") != plan["run_id"]:
-        raise PreprocessError(f"the pipeline finished but {final} was not published by it")
+        raise CoocError(f"the pipeline finished but {final} was not published by it")
     LOG.info("cooc: %d input rows = %d accepted + %d rejected %s", manifest["input_rows"],
              manifest["accepted_rows"], manifest["rejected_rows"], manifest["rejected_by_reason"])
     return manifest

@@ -31,7 +31,7 @@ import logging
 import os
 import posixpath
 
-from pipeline import faults
+from stagekit import faults
 
 LOG = logging.getLogger(__name__)
 REFUSED = "refused.json"  # in a run's scratch folder: why its finishing step refused to publish

@@ -23,8 +23,8 @@ import logging
 import os
 import socket
 
-from pipeline.artifacts import join
-from pipeline.publish import REFUSED
+from stagekit.artifacts import join
+from stagekit.publish import REFUSED
 
 LOG = logging.getLogger(__name__)
 LOCK_NAME = ".lock"

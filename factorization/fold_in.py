@@ -1,8 +1,8 @@
 """Fold-in: user factors for visitors the model was not trained on, item factors fixed.
 
 Each visitor's factor is the exact least-squares solution of the training objective with V fixed
-(trainer/wals.py, the user half-step restricted to these rows): the same `solve_side`, targets,
-weights and λ (trainer/objective.py), so a folded-in visitor is scored exactly as one more
+(factorization/wals.py, the user half-step restricted to these rows): the same `solve_side`, targets,
+weights and λ (factorization/objective.py), so a folded-in visitor is scored exactly as one more
 half-step of training would score them. The SavedModel's `fold_in` signature solves the same
 system inside the graph (batch_predict/serving.py); `batch_predict.fold_in` uses this one.
 """
@@ -13,9 +13,9 @@ import io
 import numpy as np
 import tensorflow as tf
 
-from pipeline.artifacts import exists, join
-from trainer import wals
-from trainer.objective import Objective
+from stagekit.artifacts import exists, join
+from factorization import wals
+from factorization.objective import Objective
 
 TRAINED_ITEMS = "trained_items.npz"  # in the model dir: which items each user was trained on
 

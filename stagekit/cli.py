@@ -131,9 +131,11 @@ def exit_process(code: int) -> None:
 
 
 def beam_stage_main(name: str, description: str, add_arg_groups: list, run, errors: tuple,
-                    argv: list[str] | None = None, validate=None) -> None:
+                    argv: list[str] | None = None, validate=None, print_query=None) -> None:
     """`python -m pipeline.<name>` for a Beam stage alone: parse (unknown flags go to Beam),
-    optionally check values (exit 2), run, print its result as JSON; exit 0, or 1 on failure."""
+    optionally check values (exit 2), run, print its result as JSON; exit 0, or 1 on failure.
+    With --print_query, `print_query(args)` checks the flags and prints the stage's SQL instead
+    of running (exit 0, or 2 on a bad flag)."""
     import json
 
     parser = argparse.ArgumentParser(prog=f"python -m pipeline.{name}",
@@ -150,6 +152,12 @@ def beam_stage_main(name: str, description: str, add_arg_groups: list, run, erro
             validate(args)
         except ValueError as e:
             parser.error(str(e))
+    if print_query is not None and getattr(args, "print_query", False):
+        try:
+            print_query(args)
+        except ValueError as e:
+            parser.error(str(e))
+        exit_process(0)
     try:
         result = run(args, beam_argv)
     except errors as e:

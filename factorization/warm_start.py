@@ -14,9 +14,9 @@ import logging
 import numpy as np
 import tensorflow as tf
 
-from pipeline.artifacts import (VOCAB_ITEMS, VOCAB_USERS, exists, join, read_json, read_npy,
+from stagekit.artifacts import (VOCAB_ITEMS, VOCAB_USERS, exists, join, read_json, read_npy,
                                 read_vocabulary, vocab_path)
-from trainer import wals
+from factorization import wals
 
 LOG = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ each session's, --cooc_scope session), caps a group at --cooc_max_items items, c
   pmi_item_embeddings.json  {"id": contentId, "embedding": [...]} per line (--pmi_embedding_dim)
   rejected-*           rejected rows with their reason, as preprocess writes them
   manifest.json        the marker, written last: run id, counts and the settings
-The math is in transforms/cooccurrence.py, the Beam job in pipeline/cooc_job.py (imported only
+The math is in transforms/cooccurrence.py, the Beam job in pipeline/cooc/job.py (imported only
 once the flags have passed); `pipeline.run --stages ...,cooc` runs it too, and a Flex Template
 launch with --stages=cooc (the job publishes cooc/ itself). Its PMI lists reach BigQuery with the
 predict stage's tables (--bigquery_dataset).
@@ -19,7 +19,10 @@ predict stage's tables (--bigquery_dataset).
 import argparse
 import logging
 
-from pipeline import cli, preprocess
+from stagekit import cli
+from pipeline.sources import flags as source_flags
+from pipeline.sources.counts import InputRefused
+from pipeline.sources.flags import check_inputs, with_default_input  # noqa: F401 (the stage's inputs)
 from transforms import cooccurrence
 
 LOG = logging.getLogger(__name__)
@@ -27,7 +30,7 @@ SCOPES = ("visitor", "session")
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
-    """Flags owned by the cooc stage (the source flags are preprocess's)."""
+    """Flags owned by the cooc stage (the source flags are pipeline/sources/flags.py's)."""
     g = parser.add_argument_group("co-occurrence (cooc)")
     g.add_argument("--cooc_scope", choices=SCOPES, default="visitor",
                    help="Group of items whose pairs co-occur: a visitor over the input's window, "
@@ -47,7 +50,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 def validate_args(args: argparse.Namespace) -> None:
     """Flag values alone: no files, no heavy import."""
-    preprocess.validate_args(args)
+    source_flags.validate_args(args)
     cli.check_range(args, "cooc_max_items", 2, 10_000)
     cli.check_range(args, "pmi_shift", 1)
     cli.check_range(args, "pmi_min_count", 1)
@@ -61,18 +64,21 @@ def validate_args(args: argparse.Namespace) -> None:
 def run(args, beam_argv: list[str]) -> dict:
     """Runs the stage; returns manifest.json's dict."""
     validate_args(args)
-    preprocess.check_inputs(args)
-    from pipeline import cooc_job  # Beam: only now
+    check_inputs(args)
+    from pipeline.cooc import job as cooc_job  # Beam: only now
 
-    return cooc_job.run(preprocess.with_default_input(args), beam_argv)
+    return cooc_job.run(with_default_input(args), beam_argv)
+
+
+def print_query(args) -> None:
+    """--print_query: the stage's SQL (keyed by session with --cooc_scope session) on stdout."""
+    validate_args(args)
+    source_flags.print_query(args, session_key=args.cooc_scope == "session")
 
 
 def main(argv: list[str] | None = None) -> None:
     """`python -m pipeline.cooc`: this stage alone; exit 0 on success, 1 on failure, 2 bad flags."""
-    cli.beam_stage_main("cooc", __doc__.split("\n", 1)[0], [preprocess.add_args, add_args], run,
-                        (preprocess.PreprocessError, ValueError, FileNotFoundError), argv,
-                        validate=validate_args)
+    cli.beam_stage_main("cooc", __doc__.split("\n", 1)[0], [source_flags.add_args, add_args], run,
+                        (InputRefused, ValueError, FileNotFoundError), argv,
+                        validate=validate_args, print_query=print_query)
 
-
-if __name__ == "__main__":
-    main()

@@ -1,5 +1,5 @@
 """The preprocess stage's last step, inside its own Beam pipeline: check the counts, write
-metadata.json, publish the staged folder (pipeline/publish.py).
+metadata.json, publish the staged folder (stagekit/publish.py).
 
 It runs once, on a worker, after every output is written, so the published preproc/ is complete
 whether or not the process that launched the job is still there (a Flex Template launcher is
@@ -15,8 +15,9 @@ import uuid
 import apache_beam as beam
 import tensorflow as tf
 
-from pipeline import artifacts, publish
-from pipeline.preprocess import PreprocessError  # noqa: F401 (the stage's error, raised here too)
+from stagekit import artifacts, publish
+from pipeline.preprocess.errors import PreprocessError
+from pipeline.sources import counts
 from transforms import preprocessing as pp
 
 LOG = logging.getLogger("pipeline.preprocess")
@@ -32,13 +33,14 @@ def make_plan(args, preproc: str) -> dict:
             "staging": artifacts.join(scratch, artifacts.PREPROC), "tft_temp": artifacts.join(scratch, "tft"),
             "run_id": uuid.uuid4().hex, "started": time.time(),
             "source": args.source, "ga_preset": None if args.source == "interactions" else args.ga_preset,
+            "ga_schema": None if args.source == "interactions" else getattr(args, "ga_schema", "ua"),
             "input": args.table if args.source == "bigquery" else args.input,
             "rating_scale": args.rating_scale, "max_rejected_fraction": args.max_rejected_fraction}
 
 
 class FinishPreprocess(beam.PTransform):
     """The stage's last step, inside its own pipeline: check the counts, write metadata.json,
-    publish the staged folder (pipeline/publish.py).
+    publish the staged folder (stagekit/publish.py).
 
     It runs once, on a worker, after every output is written: the merged stats (which include
     the Example counts of both TFRecord sides) and the completion outputs of the other writers
@@ -67,9 +69,9 @@ def finish_stage(_, plan: dict, stats: dict, *written) -> None:
         publish.remove_tree(plan["scratch"])  # published by an earlier attempt
         return
     try:
-        check_counts(plan, stats)
+        counts.check_counts(plan, stats, "preprocess")
         metadata = _metadata(plan, stats)
-    except PreprocessError as refusal:
+    except counts.InputRefused as refusal:
         artifacts.write_json(artifacts.join(plan["scratch"], REFUSED), {"error": str(refusal)})
         raise
     if not tf.io.gfile.exists(artifacts.join(plan["staging"], MARKER)):  # kept from an earlier attempt
@@ -79,29 +81,6 @@ def finish_stage(_, plan: dict, stats: dict, *written) -> None:
     LOG.info("preprocess: %d users x %d items, %d interactions, median value %s, %.1f s -> %s",
              metadata["nusers"], metadata["nitems"], metadata["interactions"],
              metadata["rating"]["median_value"], metadata["seconds"], plan["preproc"])
-
-
-def check_counts(plan: dict, stats: dict) -> None:
-    """Logs input = accepted + rejected; refuses (before publishing) an empty, over-rejected or
-    inconsistent run."""
-    input_rows, rejected = stats.get("input_rows", 0), stats.get("rejected_rows", 0)
-    accepted = stats.get("accepted_rows", 0)
-    LOG.info("preprocess: %d input rows = %d accepted + %d rejected %s", input_rows, accepted,
-             rejected, _rejected_by_reason(stats))
-    kept = f"; {plan.get('preproc') or plan['final']} was left as it was"  # or the cooc stage's
-    rejects = artifacts.join(plan["staging"], "rejected-*")
-    if input_rows != accepted + rejected:
-        raise PreprocessError(f"counts do not add up: {input_rows} input rows != {accepted} accepted "
-                              f"+ {rejected} rejected{kept}")
-    if input_rows == 0:
-        raise PreprocessError(f"no input rows read from {plan['input']}{kept}")
-    if rejected > plan["max_rejected_fraction"] * input_rows:
-        raise PreprocessError(
-            f"{rejected} of {input_rows} input rows rejected ({rejected / input_rows:.1%}), more than "
-            f"--max_rejected_fraction={plan['max_rejected_fraction']}; see {rejects}{kept}")
-    if not stats.get("rated_rows"):
-        raise PreprocessError("no interactions left after summing per (visitor, content); nothing "
-                              f"to train on (rejects: {rejects}){kept}")
 
 
 def _metadata(plan: dict, stats: dict) -> dict:
@@ -125,9 +104,10 @@ def _metadata(plan: dict, stats: dict) -> dict:
         "nusers": nusers, "nitems": nitems, "interactions": interactions,
         "input_rows": stats["input_rows"], "accepted_rows": stats["accepted_rows"],
         "rejected_rows": stats["rejected_rows"],
-        "rejected_by_reason": _rejected_by_reason(stats),
+        "rejected_by_reason": counts.rejected_by_reason(stats),
         "dropped_nonpositive_pairs": stats.get("dropped_nonpositive_pairs", 0),
-        "source": plan["source"], "ga_preset": plan["ga_preset"], "input": plan["input"],
+        "source": plan["source"], "ga_schema": plan.get("ga_schema"), "ga_preset": plan["ga_preset"],
+        "input": plan["input"],
         "rating": {"median_value": stats.get("max_median_value"), "scale": plan["rating_scale"],
                    "min": stats.get("min_rating"), "max": stats.get("max_rating"),
                    "mean": stats.get("sum_rating", 0.0) / interactions if interactions else None},
@@ -138,8 +118,3 @@ def _metadata(plan: dict, stats: dict) -> dict:
         "run_id": plan["run_id"],
         "seconds": round(time.time() - plan["started"], 3),
     }
-
-
-def _rejected_by_reason(stats: dict) -> dict:
-    return {key.split(".", 1)[1]: value for key, value in sorted(stats.items())
-            if key.startswith("rejected.")}

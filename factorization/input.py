@@ -19,8 +19,8 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from pipeline import artifacts
-from pipeline.artifacts import VOCAB_ITEMS, VOCAB_USERS, count_lines, join  # noqa: F401 (re-exported)
+from stagekit import artifacts
+from stagekit.artifacts import VOCAB_ITEMS, VOCAB_USERS, count_lines, join  # noqa: F401 (re-exported)
 
 LOG = logging.getLogger(__name__)
 

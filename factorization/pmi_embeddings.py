@@ -1,7 +1,7 @@
 """Item embeddings from the SPPMI matrix (items × items), by the project's own WALS solver.
 
 The cooc stage's kept pairs form a symmetric sparse matrix M (M_ab = SPPMI(a, b), both ways).
-WALS (trainer/wals.py, the same code path as training, items as rows and as columns) fits
+WALS (factorization/wals.py, the same code path as training, items as rows and as columns) fits
 U Vᵀ ≈ M with every observed entry at weight 1 + w0 and every other pair at w0 (their PMI is 0 or
 below the shift: "not associated"), one λ for all rows. Row factors U are the embeddings; items
 without any kept pair get a zero vector (no direction), which the similar-items scorers skip.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from trainer import wals
+from factorization import wals
 
 REGULARIZATION = 0.1
 UNOBSERVED_WEIGHT = 0.1

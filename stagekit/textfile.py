@@ -118,3 +118,28 @@ def write(path: str, chunks: Iterable[pa.Array], head: bytes = b"") -> int:
             f.write(data(lines))
             count += len(lines)
     return count
+
+
+CHUNK_NUMBERS = 1 << 21  # numbers formatted at a time: bounded memory, still whole-array speed
+
+
+def write_factor_rows(path: str, ids: pa.Array, factors: np.ndarray, between: str,
+                      before: str = "", after: str = "", head: bytes = b"") -> int:
+    """One line per row: before, id, between, the row's numbers joined by ',', after, newline."""
+    factors = np.ascontiguousarray(factors, np.float32)
+    step = max(1, CHUNK_NUMBERS // max(factors.shape[1], 1))
+    regular = offsets(np.full(step, factors.shape[1]))
+
+    def chunks():
+        for start in range(0, len(factors), step):
+            block = factors[start:start + step]
+            values = join(regular[:len(block) + 1], numbers(block), ",")
+            yield concat(before, ids[start:start + len(block)], between, values, after + "\n")
+    return write(path, chunks(), head)
+
+
+def write_embeddings(path: str, vocab: Sequence[str], factors: np.ndarray) -> int:
+    """ANN-ingestion shape: {"id": original id, "embedding": [...]} per line; numbers in their
+    shortest form that reads back as the same float32."""
+    return write_factor_rows(path, json_strings(vocab), factors, ', "embedding": [',
+                             before='{"id": ', after="]}")
