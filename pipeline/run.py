@@ -390,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
         tf_logger.propagate = False
     try:
         args, beam_argv = parse_args(argv)
-        if args.print_query:
+        if getattr(args, "print_query", False):
             print_query(args)
             return 0
         summaries = run_pipeline(args, beam_argv)

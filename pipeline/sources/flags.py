@@ -68,11 +68,11 @@ def validate_args(args: argparse.Namespace) -> None:
     cli.check_range(args, "max_rejected_fraction", 0, 1)
     cli.check_range(args, "purchase_weight", 0)
     cli.check_range(args, "content_dimension", 1, sql.MAX_CUSTOM_DIMENSION)
-    ga4.check_param_name(args.ga4_content_param)
-    if args.source == "interactions" and args.ga_schema != "ua":
+    ga4.check_param_name(getattr(args, "ga4_content_param", ga4.DEFAULT_CONTENT_PARAM))
+    if args.source == "interactions" and getattr(args, "ga_schema", "ua") != "ua":
         raise ValueError("--ga_schema applies to GA sources (--source bigquery or ga_export), "
                          "not to --source interactions")
-    if args.print_query and args.source != "bigquery":
+    if getattr(args, "print_query", False) and args.source != "bigquery":
         raise ValueError("--print_query prints the SQL of --source bigquery; there is no query "
                          f"for --source {args.source}")
     args = with_default_input(args)
@@ -104,4 +104,4 @@ def with_default_input(args: argparse.Namespace) -> argparse.Namespace:
     if args.source == "interactions":
         raise ValueError("--source interactions needs --input FILE_OR_GLOB (a delimited file with a "
                          "user_id,item_id,rating header)")
-    return argparse.Namespace(**{**vars(args), "input": DEFAULT_INPUT[args.ga_schema]})
+    return argparse.Namespace(**{**vars(args), "input": DEFAULT_INPUT[getattr(args, "ga_schema", "ua")]})
