@@ -4,7 +4,6 @@ runs them (compiled in its own venv, .venv-orchestrate, which `make test` create
 The run plan is checked against the real consumers: the Flex Template's parameter regexes, the
 driver's parser and pre-flight (each launch must be one Beam stage), and the trainer's parser.
 """
-import importlib.util
 import json
 import os
 import re
@@ -14,24 +13,13 @@ import pytest
 
 from pipeline import run as driver
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCHEDULE = os.path.join(ROOT, "schedule")
-ORCHESTRATE_PYTHON = os.environ.get("GA_WALS_ORCHESTRATE_PYTHON") or os.path.join(
-    ROOT, ".venv-orchestrate", "bin", "python")
+from tests.nightly_fixtures import IMAGE, ORCHESTRATE_PYTHON, ROOT, SCHEDULE, plan_module  # noqa: F401
 DATAFLOW_FLAGS = ["--runner=DataflowRunner", "--project=my-proj", "--region=europe-west1",
                   "--temp_location=gs://my-bucket/tmp", "--template_location=gs://my-bucket/staged-job"]
-IMAGE = "europe-west1-docker.pkg.dev/my-proj/ga-wals/ga-wals:v1"
-
-
-def _plan_module():
-    spec = importlib.util.spec_from_file_location("nightly_plan", os.path.join(SCHEDULE, "nightly_plan.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _plan(schedule_time="2026-03-11T03:00:07.123Z", create_time="2026-03-11T03:00:05Z", **kw):
-    module = _plan_module()
+    module = plan_module()
     values = dict(output_root="gs://my-bucket/ga-wals/", ga_table="my-proj.123.ga_sessions_*", ga_preset="news",
                   window_days=7, image=IMAGE, trainer_machine_type="n1-standard-8",
                   trainer_flags=["--epochs=20"], top_k=12)

@@ -6,7 +6,6 @@ answers the plan's own SQL (its FROM path and IN list), so what is asked is chec
 last tests run the compiled pipeline's shipped component sources (orchestrator venv) with a fake
 BigQuery client, and the schedule command of the CLI.
 """
-import importlib.util
 import json
 import os
 import re
@@ -14,23 +13,12 @@ import subprocess
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCHEDULE = os.path.join(ROOT, "schedule")
-ORCHESTRATE_PYTHON = os.environ.get("GA_WALS_ORCHESTRATE_PYTHON") or os.path.join(
-    ROOT, ".venv-orchestrate", "bin", "python")
-IMAGE = "europe-west1-docker.pkg.dev/my-proj/ga-wals/ga-wals:v1"
+from tests.nightly_fixtures import IMAGE, ORCHESTRATE_PYTHON, ROOT, SCHEDULE, plan_module  # noqa: F401
 GA4_TABLE = "my-proj.analytics_123456789.events_*"
 UA_TABLE = "my-proj.123456789.ga_sessions_*"
 
 
-def _module():
-    spec = importlib.util.spec_from_file_location("nightly_plan", os.path.join(SCHEDULE, "nightly_plan.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-plan_module = _module()
+plan_module = plan_module()
 
 
 def _plan(schedule_time="2026-03-11T03:00:00Z", create_time="2026-03-11T03:00:00Z", **kw):
